@@ -1,0 +1,17 @@
+"""polyfuse's passes, one file each, registered by name.
+
+Adding a pass = one file here + one line in `_PASSES` + one lit test named after it.
+"""
+
+from __future__ import annotations
+
+from polyfuse.pass_base import ModulePass
+from polyfuse.passes.lower_to_accel import LowerToAccel
+from polyfuse.passes.verify_accel import VerifyAccel
+
+_PASSES: list[type[ModulePass]] = [
+    LowerToAccel,
+    VerifyAccel,
+]
+
+PASS_REGISTRY: dict[str, type[ModulePass]] = {p.name: p for p in _PASSES}

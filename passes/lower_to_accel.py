@@ -1,0 +1,70 @@
+"""polyfuse-lower-to-accel: linalg on tensors → accel, one operator at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch_mlir import ir
+
+from polyfuse.dialects import accel
+from polyfuse.lowering.layer_by_layer import OperatorRecord, lower_function
+from polyfuse.pass_base import ModulePass
+from polyfuse.targets import Target, load_target
+
+
+def target_attribute(target: Target) -> ir.Attribute:
+    """The module attribute `accel.target` the verifier checks programs against."""
+    i64 = ir.IntegerType.get_signless(64)
+    return ir.DictAttr.get(
+        {
+            "name": ir.StringAttr.get(target.name),
+            "scratchpad_bytes": ir.IntegerAttr.get(i64, target.scratchpad_bytes),
+            "pe_rows": ir.IntegerAttr.get(i64, target.pe_rows),
+            "pe_cols": ir.IntegerAttr.get(i64, target.pe_cols),
+        }
+    )
+
+
+def lower_module(module_op: ir.Operation, target: Target) -> list[OperatorRecord]:
+    """Lower every tensor function of the module; returns what was decided per operator."""
+    accel.load_accel_dialect(module_op.context)
+    records: list[OperatorRecord] = []
+    functions = [
+        op.operation for op in module_op.regions[0].blocks[0].operations
+        if op.operation.name == "func.func" and len(op.regions[0].blocks) > 0
+    ]
+    for function in functions:
+        function_type = ir.FunctionType(ir.TypeAttr(function.attributes["function_type"]).value)
+        if not any(isinstance(t, ir.RankedTensorType) for t in [*function_type.inputs, *function_type.results]):
+            continue
+        with function.location:
+            records += lower_function(function, module_op, target)
+    with module_op.location:
+        module_op.attributes["accel.target"] = target_attribute(target)
+    return records
+
+
+@dataclass(frozen=True)
+class LowerToAccel(ModulePass):
+    """Lower linalg on tensors to the accel dialect, layer by layer.
+
+    Each linalg.generic becomes a tiled loop nest: its operand tiles are DMA'd from DRAM
+    into the scratchpad, computed on the PE array (contractions) or the vector unit
+    (everything else), and its output tiles DMA'd back. Tile sizes and loop order come
+    from a search over all legal tilings for the least DRAM traffic under the target's
+    scratchpad capacity. Tensor results become out-parameters.
+
+        %r = linalg.generic ... ins(%a, %w) outs(%init)      // before
+        affine.for %i = 0 to 4 {                               // after
+          %t = "accel.dma_start"(%a_tile, %a, %i) ...
+          "accel.dma_wait"(%t) ...
+          "accel.matmul"(%c_tile, %a_tile, %w_tile) ...
+          ...
+    """
+
+    name: ClassVar[str] = "polyfuse-lower-to-accel"
+    target: str = "edge"
+
+    def run(self, module: ir.Operation) -> None:
+        lower_module(module, load_target(self.target))

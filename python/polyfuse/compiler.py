@@ -1,0 +1,181 @@
+"""The compile pipeline: PyTorch model → accel program on the emulated accelerator.
+
+`compile` is one linear sequence of named stages:
+
+    import      torch.export + torch-mlir FX importer → linalg on tensors
+    generalize  upstream: linalg-generalize-named-ops, canonicalize, cse
+    lower       polyfuse-lower-to-accel (layer by layer)
+    verify      polyfuse-verify-accel
+    serialize   accel → the emulator's instruction table
+
+`pipeline_text(target)` is the same sequence as a `polyfuse-opt --pass-pipeline`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch_mlir import ir, passmanager
+
+from polyfuse.dialects import accel
+from polyfuse.dialects.verify import verify_accel
+from polyfuse.errors import PipelineError, PolyfuseError, UnsupportedError
+from polyfuse.frontend.importer import import_model
+from polyfuse.lowering.layer_by_layer import OperatorRecord
+from polyfuse.passes.lower_to_accel import lower_module
+from polyfuse.report import Report
+from polyfuse.runtime.emulator import MachineParams, execute
+from polyfuse.runtime.serialize import DramBuffer, SerializedProgram, serialize
+from polyfuse.targets import Target, load_target
+
+UPSTREAM_PIPELINE = "func.func(linalg-generalize-named-ops),canonicalize,cse"
+
+
+def pipeline_text(target: str = "edge") -> str:
+    """The pipeline `compile` runs after import, for polyfuse-opt."""
+    return (
+        f"builtin.module({UPSTREAM_PIPELINE},polyfuse-lower-to-accel{{target={target}}},"
+        "polyfuse-verify-accel)"
+    )
+
+
+def machine_params(target: Target) -> MachineParams:
+    return MachineParams(
+        spm_bytes=target.scratchpad_bytes,
+        dma_latency_cycles=target.dma_latency_cycles,
+        dma_bytes_per_cycle=target.dram_bytes_per_cycle,
+        pe_rows=target.pe_rows,
+        pe_cols=target.pe_cols,
+        vector_width=target.vector_width,
+        vector_latency_cycles=target.vector_latency_cycles,
+    )
+
+
+@dataclass
+class CompiledModel:
+    """A model compiled for a target; call it with tensors like the original module."""
+
+    target: Target
+    serialized: SerializedProgram
+    operators: list[OperatorRecord]
+    input_shapes: list[tuple[int, ...]]
+    compile_seconds: dict[str, float]
+    mlir: dict[str, str] = field(default_factory=dict)
+    report: Report | None = None
+    check: bool = True
+    _dram: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if len(inputs) != len(self.input_shapes):
+            raise PolyfuseError(
+                f"the compiled model takes {len(self.input_shapes)} input(s), got {len(inputs)}"
+            )
+        for index, (tensor, shape) in enumerate(zip(inputs, self.input_shapes, strict=True)):
+            if tuple(tensor.shape) != shape:
+                raise PolyfuseError(
+                    f"input {index} has shape {tuple(tensor.shape)} but the model was compiled "
+                    f"for {shape}; compile again for the new shape"
+                )
+        outputs: list[np.ndarray] = []
+        for buffer, array in zip(self.serialized.buffers, self._dram, strict=True):
+            if buffer.role == "input":
+                np.copyto(array, inputs[buffer.index].detach().to(torch.float32).numpy().reshape(array.shape))
+            elif buffer.role == "output":
+                outputs.append(array)
+        start = time.perf_counter()
+        stats = execute(self.serialized.program, self._dram, machine_params(self.target), self.check)
+        seconds = time.perf_counter() - start
+        self.report = Report.build(self, stats, seconds)
+        results = tuple(torch.from_numpy(array.copy()) for array in outputs)
+        return results[0] if len(results) == 1 else results
+
+
+def _bind_buffers(serialized: SerializedProgram, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+    arrays = []
+    for buffer in serialized.buffers:
+        arrays.append(_buffer_array(buffer, weights))
+    return arrays
+
+
+def _buffer_array(buffer: DramBuffer, weights: dict[str, np.ndarray]) -> np.ndarray:
+    shape = buffer.shape or (1,)
+    if buffer.role == "weight":
+        if buffer.constant is not None:
+            return np.ascontiguousarray(buffer.constant.reshape(shape), dtype=np.float32)
+        if buffer.weight not in weights:
+            raise PolyfuseError(f"weight '{buffer.weight}' is not in the model's weight map")
+        return np.ascontiguousarray(weights[buffer.weight].reshape(shape), dtype=np.float32)
+    array = np.zeros(shape, dtype=np.float32)
+    if buffer.init is not None:
+        array.fill(buffer.init)
+    return array
+
+
+def run_upstream(module: ir.Module, pipeline: str) -> None:
+    try:
+        passmanager.PassManager.parse(f"builtin.module({pipeline})", module.context).run(module.operation)
+    except ir.MLIRError as error:
+        raise PipelineError(f"upstream pipeline '{pipeline}' failed: {error}") from None
+
+
+def compile(
+    model: torch.nn.Module,
+    example_inputs: Sequence[torch.Tensor],
+    target: str | Target = "edge",
+    *,
+    keep_ir: bool = False,
+    check: bool = True,
+) -> CompiledModel:
+    """Compile `model` for `example_inputs`' shapes to run on the emulated `target`."""
+    target = target if isinstance(target, Target) else load_target(target)
+    seconds: dict[str, float] = {}
+    mlir: dict[str, str] = {}
+
+    def snapshot(stage: str, module: ir.Module) -> None:
+        if keep_ir:
+            mlir[stage] = module.operation.get_asm(large_elements_limit=16, large_resource_limit=16)
+
+    imported = import_model(model, example_inputs)
+    seconds.update(imported.seconds)
+    module = imported.module
+    snapshot("import", module)
+
+    with module.context:
+        accel.load_accel_dialect(module.context)
+        start = time.perf_counter()
+        run_upstream(module, UPSTREAM_PIPELINE)
+        seconds["generalize"] = time.perf_counter() - start
+        snapshot("generalize", module)
+
+        start = time.perf_counter()
+        operators = lower_module(module.operation, target)
+        seconds["lower"] = time.perf_counter() - start
+        snapshot("lower", module)
+
+        start = time.perf_counter()
+        verify_accel(module.operation)
+        seconds["verify"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        serialized = serialize(module.operation, "forward")
+        seconds["serialize"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    dram = _bind_buffers(serialized, imported.weights)
+    seconds["bind"] = time.perf_counter() - start
+    if not any(b.role == "output" for b in serialized.buffers):
+        raise UnsupportedError("the model returns no tensor")
+    return CompiledModel(
+        target=target,
+        serialized=serialized,
+        operators=operators,
+        input_shapes=[tuple(t.shape) for t in example_inputs],
+        compile_seconds=seconds,
+        mlir=mlir,
+        check=check,
+        _dram=dram,
+    )

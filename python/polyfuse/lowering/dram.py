@@ -1,0 +1,67 @@
+"""Where tensors live in DRAM: a buffer, an element offset and strides.
+
+Reshapes, slices and a pad's interior are views of another tensor's buffer, so they
+cost no traffic; only operators move bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch_mlir import ir
+
+
+def row_major_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides = []
+    running = 1
+    for size in reversed(shape):
+        strides.append(running)
+        running *= size
+    return tuple(reversed(strides))
+
+
+@dataclass(frozen=True)
+class DramTensor:
+    """A tensor stored in DRAM buffer `buffer` (a memref value of the accel function)."""
+
+    buffer: ir.Value
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int = 0
+
+    @staticmethod
+    def whole(buffer: ir.Value, shape: Sequence[int]) -> DramTensor:
+        return DramTensor(buffer, tuple(shape), row_major_strides(shape))
+
+    def slice(
+        self, offsets: Sequence[int], sizes: Sequence[int], steps: Sequence[int]
+    ) -> DramTensor:
+        offset = self.offset + sum(o * s for o, s in zip(offsets, self.strides, strict=True))
+        strides = tuple(s * k for s, k in zip(self.strides, steps, strict=True))
+        return DramTensor(self.buffer, tuple(sizes), strides, offset)
+
+    def collapse(self, groups: Sequence[Sequence[int]]) -> DramTensor | None:
+        """The collapsed view, or None when a group is not contiguous in memory."""
+        shape, strides = [], []
+        for group in groups:
+            for outer, inner in zip(group, group[1:], strict=False):
+                if self.shape[inner] != 1 and self.strides[outer] != self.strides[inner] * self.shape[inner]:
+                    if self.shape[outer] != 1:
+                        return None
+            size = 1
+            for dim in group:
+                size *= self.shape[dim]
+            shape.append(size)
+            non_unit = [d for d in group if self.shape[d] != 1]
+            strides.append(self.strides[non_unit[-1]] if non_unit else 1)
+        return DramTensor(self.buffer, tuple(shape), tuple(strides), self.offset)
+
+    def expand(self, groups: Sequence[Sequence[int]], new_shape: Sequence[int]) -> DramTensor:
+        strides: list[int] = [0] * len(new_shape)
+        for source_dim, group in enumerate(groups):
+            running = self.strides[source_dim]
+            for dim in reversed(group):
+                strides[dim] = running
+                running *= new_shape[dim]
+        return DramTensor(self.buffer, tuple(new_shape), tuple(strides), self.offset)

@@ -1,0 +1,43 @@
+"""lit configuration for polyfuse's FileCheck tests (test/lit).
+
+Run with `pytest` (test/python/test_lit.py) or directly:
+`python -c 'from lit.main import main; main()' -v test/lit`. RUN lines use the tools
+through the interpreter that runs lit, so they work in any venv without installing
+console scripts: `polyfuse-opt`, `filecheck`/`FileCheck` and `%python` expand to
+`<python> -m polyfuse.tools.opt`, `<python> -m filecheck` and `<python>`.
+"""
+
+# lit injects `config` and `lit_config`.
+# ruff: noqa: F821
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import lit.formats
+
+config.name = "polyfuse"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".mlir"]
+config.excludes = ["Output"]
+config.test_source_root = str(Path(__file__).parent)
+
+_repo = Path(__file__).resolve().parents[2]
+_python = shlex.quote(sys.executable)
+
+
+def _tool(name: str) -> str:
+    """Match `name` as a command word only, not inside paths such as %s."""
+    return rf"(?<![\w/.-]){name}(?![\w/.-])"
+
+
+config.substitutions.append(("%python", _python))
+config.substitutions.append((_tool("polyfuse-opt"), f"{_python} -m polyfuse.tools.opt"))
+config.substitutions.append((_tool("filecheck"), f"{_python} -m filecheck"))
+config.substitutions.append((_tool("FileCheck"), f"{_python} -m filecheck"))
+
+# Test this checkout's sources (python/) ahead of any installed polyfuse.
+_paths = [str(_repo / "python"), os.environ.get("PYTHONPATH", "")]
+config.environment["PYTHONPATH"] = os.pathsep.join(p for p in _paths if p)
