@@ -21,7 +21,7 @@ import lit.formats
 config.name = "polyfuse"
 config.test_format = lit.formats.ShTest(execute_external=False)
 config.suffixes = [".mlir"]
-config.excludes = ["Output"]
+config.excludes = ["Output", "Inputs"]  # Inputs/ holds RUN-line inputs, not tests
 config.test_source_root = str(Path(__file__).parent)
 
 _repo = Path(__file__).resolve().parents[2]

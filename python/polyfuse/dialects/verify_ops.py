@@ -70,7 +70,7 @@ def _buffer_problem(role: str, type_: ir.Type, want_scratchpad: bool) -> str | N
         if space != accel.SCRATCHPAD_MEMORY_SPACE:
             return (
                 f"{role} {type_} must be a scratchpad buffer (memory space 1); "
-                "copy it into the scratchpad with accel.dma_start first"
+                "only accel.dma_start reads or writes DRAM"
             )
         if type_.rank != 1:
             return f"{role} {type_} must be a 1-D scratchpad buffer memref<N x f32, 1>"
@@ -124,7 +124,7 @@ def _check_views(op: ir.Operation, roles: list[str]) -> list[str]:
             if not isinstance(attr, ir.DenseI64ArrayAttr) or len(attr) != len(shape):
                 messages.append(
                     f"{role} strides {attr} must be array<i64> with one stride per dim of "
-                    f"shape {shape} ({len(shape)} values)"
+                    f"shape {shape}"
                 )
     return messages
 

@@ -337,7 +337,8 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
             output_inits.append(state.scalars[init])
         else:
             output_inits.append(_dram_of(state, init))
-        if any(generic.is_reduction) and len(list(operand.block_arg.uses)) > 1:
+        live_uses = sum(1 for body_op in plan.ops for o in body_op.operands if o == operand.block_arg)
+        if any(generic.is_reduction) and live_uses > 1:
             raise UnsupportedError(
                 f"{loc_text}: a reduction whose body reads the accumulator more than once "
                 "is not supported on the vector unit"

@@ -1,5 +1,7 @@
 """Type stub of the native emulator core (native/emulator.cpp); use emulator.py instead."""
 
+from typing import Any
+
 import numpy as np
 
 RECORD_WORDS: int
@@ -19,5 +21,5 @@ def run(
     spm_elements: int,
     timing: np.ndarray,
     check: bool = True,
-) -> dict[str, int | float]: ...
+) -> dict[str, Any]: ...
 def set_num_threads(threads: int) -> None: ...
