@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,8 @@ def import_model(
     model = fold_batch_norm(model.eval())
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             program = program.run_decompositions(fx.get_decomposition_table())
     except UnsupportedError:

@@ -66,6 +66,17 @@ def check_supported(program: torch.export.ExportedProgram) -> None:
         name = _aten_name(node.target)
         if name is None:
             continue  # operator.getitem and other Python-level glue
+        if name not in SUPPORTED_ATEN_OPS:
+            where = _source_line(node)
+            raise UnsupportedError(
+                f"operator aten.{name} is not supported"
+                f"{' (' + where + ')' if where else ''}.\n"
+                "Supported operators: conv2d (stride, padding, dilation, groups), linear, "
+                "matmul, bmm, batch_norm (eval), add/sub/mul/div, relu, relu6, gelu, silu, "
+                "sigmoid, tanh, clamp, max/avg/adaptive-avg pooling, softmax, layer_norm, "
+                "reshape, flatten, permute/transpose, concat, slice. Rewrite the model "
+                "with these, or run that part eagerly."
+            )
         value = node.meta.get("val")
         values = value if isinstance(value, list | tuple) else [value]
         for item in values:
@@ -80,17 +91,6 @@ def check_supported(program: torch.export.ExportedProgram) -> None:
                     "polyfuse supports float32 tensors only (integer and mixed-precision "
                     "models are not supported yet)"
                 )
-        if name not in SUPPORTED_ATEN_OPS:
-            where = _source_line(node)
-            raise UnsupportedError(
-                f"operator aten.{name} is not supported"
-                f"{' (' + where + ')' if where else ''}.\n"
-                "Supported operators: conv2d (stride, padding, dilation, groups), linear, "
-                "matmul, bmm, batch_norm (eval), add/sub/mul/div, relu, relu6, gelu, silu, "
-                "sigmoid, tanh, clamp, max/avg/adaptive-avg pooling, softmax, layer_norm, "
-                "reshape, flatten, permute/transpose, concat, slice. Rewrite the model "
-                "with these, or run that part eagerly."
-            )
 
 
 def fold_batch_norm(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,3 +1,4 @@
+// RUN: rm -rf %t
 // RUN: not polyfuse-opt %s --split-input-file --pass-pipeline='builtin.module(polyfuse-verify-accel)' --reproducer-dir=%t 2>&1 | filecheck %s
 
 // One case per rule of the accel verifier (docs/dialect.md); each error names the op's

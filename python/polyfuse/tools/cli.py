@@ -1,0 +1,116 @@
+"""`polyfuse`: compile a bundled model, run it on the emulated accelerator, report.
+
+    polyfuse run resnet18 --target edge       compile, emulate, check against PyTorch
+    polyfuse models                           the bundled models
+    polyfuse targets                          the target presets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from polyfuse.errors import PolyfuseError
+
+TOLERANCE = 1e-4  # max |polyfuse - eager| / max |eager|, fp32
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from polyfuse.compiler import compile as polyfuse_compile
+    from polyfuse.models import get_model
+    from polyfuse.runtime.emulator import set_num_threads
+
+    torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
+    model, inputs = get_model(args.model, batch=args.batch)
+    status = _Status(quiet=args.quiet)
+    status.say(f"compiling {args.model} (batch {args.batch}) for target '{args.target}'")
+    start = time.perf_counter()
+    compiled = polyfuse_compile(model, inputs, args.target)
+    compile_seconds = time.perf_counter() - start
+    status.say(f"running on the emulated accelerator ({len(compiled.serialized.program):,} instructions)")
+    output = compiled(*inputs)
+    with torch.no_grad():
+        reference = model(*inputs)
+    assert isinstance(output, torch.Tensor)
+    error = float((output - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
+    report = compiled.report
+    assert report is not None
+    print(report.format(title=f"{args.model} on '{args.target}' (layer by layer, batch {args.batch})"))
+    matches = error <= TOLERANCE
+    verdict = "matches" if matches else "DOES NOT match"
+    print(f"{verdict} eager PyTorch: max relative error {error:.2e} (tolerance {TOLERANCE:.0e})")
+    print(f"compiled in {compile_seconds:.2f} s: " + ", ".join(
+        f"{stage} {seconds:.2f}" for stage, seconds in compiled.compile_seconds.items()
+    ))
+    if args.json:
+        record = {"model": args.model, "batch": args.batch, "max_rel_err": error,
+                  "compile_s": compile_seconds, **report.as_dict()}
+        with open(args.json, "w") as handle:
+            json.dump(record, handle, indent=2)
+    return 0 if matches else 1
+
+
+class _Status:
+    """Progress lines on stderr, quiet with --quiet or when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(f"polyfuse: {message}", file=sys.stderr)
+
+
+def _models(_: argparse.Namespace) -> int:
+    from polyfuse.models import SMALL, ZOO
+
+    for name, spec in {**ZOO, **SMALL}.items():
+        print(f"{name:22} {spec.description}")
+    return 0
+
+
+def _targets(_: argparse.Namespace) -> int:
+    from polyfuse.targets import list_presets, load_target
+
+    for name in list_presets():
+        target = load_target(name)
+        print(
+            f"{name:16} {target.pe_rows}x{target.pe_cols} PE array, "
+            f"{target.scratchpad_bytes // 1024} KiB scratchpad, "
+            f"{target.dram_bytes_per_cycle:g} B/cycle DRAM, {target.clock_mhz:g} MHz"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyfuse", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="compile a bundled model, emulate it, check it, report")
+    run.add_argument("model", help="a bundled model (see `polyfuse models`)")
+    run.add_argument("--target", default="edge", help="a preset name or a target .toml file")
+    run.add_argument("--batch", type=int, default=1)
+    run.add_argument("--threads", type=int, default=1, help="CPU threads for emulator and eager")
+    run.add_argument("--json", help="also write the report as JSON to this file")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.set_defaults(handler=_run)
+    commands.add_parser("models", help="list the bundled models").set_defaults(handler=_models)
+    commands.add_parser("targets", help="list the target presets").set_defaults(handler=_targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except PolyfuseError as error:
+        print(f"polyfuse: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
