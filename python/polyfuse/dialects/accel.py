@@ -22,6 +22,9 @@ from typing import Any
 from torch_mlir import ir
 from torch_mlir.dialects import irdl
 
+from polyfuse.dialects.affine_access import Access as Access
+from polyfuse.dialects.affine_access import access_map as access_map
+from polyfuse.dialects.affine_access import linear_access as linear_access
 from polyfuse.runtime.isa import MAX_DIMS, VECTOR_ARITY, VectorKind
 
 SCRATCHPAD_MEMORY_SPACE = 1
@@ -29,9 +32,6 @@ MAX_RANK = MAX_DIMS
 MATMUL_RANK = 6
 VECTOR_KINDS: dict[str, VectorKind] = {kind.name.lower(): kind for kind in VectorKind}
 VECTOR_SOURCE_SEGMENTS = 3  # operand segments a, b, c of accel.vector
-
-Access = tuple[int, tuple[int, ...]]
-"""`(c0, coeffs)`: element offset `c0 + sum(coeffs[l] * ivs[l])`."""
 
 _TOKEN_TYPES: weakref.WeakKeyDictionary[ir.Context, Any] = weakref.WeakKeyDictionary()
 
@@ -185,26 +185,6 @@ def vector(
     )
 
 
-def access_map(num_ivs: int, access: Access) -> ir.AffineMap:
-    """The one-result affine map `(d0, ...) -> (c0 + sum(coeffs[l] * d_l))`."""
-    c0, coeffs = access
-    if len(coeffs) != num_ivs:
-        raise ValueError(f"access {access} has {len(coeffs)} coefficients for {num_ivs} ivs")
-    expr: ir.AffineExpr | None = None
-    for dim, coeff in enumerate(coeffs):
-        if coeff == 0:
-            continue
-        term: ir.AffineExpr = ir.AffineDimExpr.get(dim)
-        if coeff != 1:
-            term = ir.AffineMulExpr.get(term, ir.AffineConstantExpr.get(coeff))
-        expr = term if expr is None else ir.AffineAddExpr.get(expr, term)
-    if expr is None:
-        expr = ir.AffineConstantExpr.get(c0)
-    elif c0 != 0:
-        expr = ir.AffineAddExpr.get(expr, ir.AffineConstantExpr.get(c0))
-    return ir.AffineMap.get(num_ivs, 0, [expr])
-
-
 def _view_attributes(
     num_ivs: int,
     shape: Sequence[int],
@@ -271,43 +251,10 @@ def read_kind(op: ir.Operation | ir.OpView) -> str:
 
 def read_scalar(op: ir.Operation | ir.OpView) -> float | None:
     """An accel.vector's scalar source, if it has one."""
-    attributes = op.operation.attributes
-    return ir.FloatAttr(attributes["scalar"]).value if "scalar" in attributes else None
+    scalar = op.operation.attributes.get("scalar")
+    return None if scalar is None else ir.FloatAttr(scalar).value
 
 
 def vector_arity(kind: str) -> int:
     """Number of sources (buffers plus scalar) a vector kind reads."""
     return VECTOR_ARITY[VECTOR_KINDS[kind]]
-
-
-def linear_access(map_: ir.AffineMap) -> Access:
-    """Parse a one-result linear affine map of dims into `(c0, coeffs)`.
-
-    Raises ValueError if the map has symbols, several results, or is not linear
-    (mod, floordiv, ceildiv, or a product of two dims).
-    """
-    if map_.n_symbols != 0 or len(map_.results) != 1:
-        raise ValueError(f"expected one result and no symbols, got {map_}")
-    c0, coeffs = _linear_form(map_.results[0], map_.n_dims)
-    return c0, tuple(coeffs)
-
-
-def _linear_form(expr: ir.AffineExpr, num_dims: int) -> tuple[int, list[int]]:
-    if isinstance(expr, ir.AffineConstantExpr):
-        return expr.value, [0] * num_dims
-    if isinstance(expr, ir.AffineDimExpr):
-        coeffs = [0] * num_dims
-        coeffs[expr.position] = 1
-        return 0, coeffs
-    if isinstance(expr, ir.AffineAddExpr):
-        lhs_c0, lhs = _linear_form(expr.lhs, num_dims)
-        rhs_c0, rhs = _linear_form(expr.rhs, num_dims)
-        return lhs_c0 + rhs_c0, [x + y for x, y in zip(lhs, rhs, strict=True)]
-    if isinstance(expr, ir.AffineMulExpr):
-        lhs_c0, lhs = _linear_form(expr.lhs, num_dims)
-        rhs_c0, rhs = _linear_form(expr.rhs, num_dims)
-        if not any(rhs):
-            return lhs_c0 * rhs_c0, [x * rhs_c0 for x in lhs]
-        if not any(lhs):
-            return lhs_c0 * rhs_c0, [x * lhs_c0 for x in rhs]
-    raise ValueError(f"'{expr}' is not a linear function of the loop induction variables")

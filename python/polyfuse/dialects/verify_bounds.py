@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch_mlir import ir
 
-from polyfuse.dialects.accel import Access
+from polyfuse.dialects.affine_access import Access
 
 IvRange = tuple[int, int]
 """Smallest and largest value of an induction variable (empty if first > second)."""

@@ -33,20 +33,25 @@ def read_target(module: ir.Operation) -> tuple[AccelTarget | None, str]:
         return None, ""
     attr = module.attributes["accel.target"]
     usage = (
-        "accel.target must be a dictionary {name = \"...\", scratchpad_bytes = N : i64, "
+        'accel.target must be a dictionary {name = "...", scratchpad_bytes = N : i64, '
         "pe_rows = N : i64, pe_cols = N : i64} with positive integers"
     )
     if not isinstance(attr, ir.DictAttr):
         return None, usage
     values: dict[str, int] = {}
     for key in ("scratchpad_bytes", "pe_rows", "pe_cols"):
-        value = attr[key] if key in attr else None
+        value = _entry(attr, key)
         if not isinstance(value, ir.IntegerAttr) or value.value <= 0:
             return None, f"{usage}; '{key}' is missing or not a positive integer"
         values[key] = value.value
-    name = attr["name"] if "name" in attr else None
+    name = _entry(attr, "name")
     name_text = name.value if isinstance(name, ir.StringAttr) else "<unnamed>"
     return AccelTarget(name_text, **values), ""
+
+
+def _entry(attr: ir.DictAttr, key: str) -> ir.Attribute | None:
+    # Not `attr.get(key)`: DictAttr.get is the constructor of a new DictAttr.
+    return attr[key] if key in attr else None  # noqa: SIM401
 
 
 def check_op(op: ir.Operation, target: AccelTarget | None) -> list[str]:
@@ -235,7 +240,7 @@ def _check_vector(op: ir.Operation, target: AccelTarget | None) -> list[str]:
     present = segments[1:-1]
     if present != sorted(present, reverse=True):
         return [f"sources must fill segments a, b, c in order, got operandSegmentSizes {segments}"]
-    scalar = op.attributes["scalar"] if "scalar" in op.attributes else None
+    scalar = op.attributes.get("scalar")
     if scalar is not None and not isinstance(scalar, ir.FloatAttr):
         return [f"scalar must be a float attribute (e.g. 0.0 : f64), got {scalar}"]
     arity = accel.vector_arity(kind)

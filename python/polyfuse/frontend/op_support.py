@@ -33,7 +33,7 @@ SUPPORTED_ATEN_OPS: frozenset[str] = frozenset(
         "unsqueeze", "squeeze", "cat", "slice", "select", "clone", "contiguous",
         "_to_copy", "alias", "detach", "split", "split_with_sizes", "chunk", "dropout",
         "full", "zeros", "ones", "scalar_tensor", "lift_fresh_copy", "copy",
-        "empty", "fill", "constant_pad_nd", "pad",
+        "empty", "fill", "constant_pad_nd", "pad", "convert_element_type",
     }
 )
 
@@ -43,7 +43,7 @@ def _aten_name(target: object) -> str | None:
     if not hasattr(target, "_schema") and not str(target).startswith("aten."):
         return None
     base = str(getattr(target, "_schema", "").name if hasattr(target, "_schema") else name)
-    base = base.removeprefix("aten::").removeprefix("aten.")
+    base = base.split("::")[-1].removeprefix("aten.")
     return base.split(".")[0]
 
 

@@ -167,40 +167,72 @@ def _argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", nargs="?", default="-", help="input file ('-' = stdin)")
     parser.add_argument("-o", dest="output", default="-", help="output file ('-' = stdout)")
     parser.add_argument(
-        "--pass-pipeline", "-pass-pipeline", "-p", dest="pass_pipeline", default="",
+        "--pass-pipeline",
+        "-pass-pipeline",
+        "-p",
+        dest="pass_pipeline",
+        default="",
         help="e.g. 'builtin.module(canonicalize,polyfuse-verify-accel,func.func(cse))'",
     )
     parser.add_argument(
-        "--split-input-file", "-split-input-file", dest="split_input_file",
-        action="store_true", help=f"process each '{SPLIT_MARKER}'-separated chunk separately",
+        "--split-input-file",
+        "-split-input-file",
+        dest="split_input_file",
+        action="store_true",
+        help=f"process each '{SPLIT_MARKER}'-separated chunk separately",
     )
     parser.add_argument(
-        "--mlir-print-ir-after-all", "-mlir-print-ir-after-all", dest="print_ir_after_all",
-        action="store_true", help="print the IR after every pass (to stderr)",
+        "--mlir-print-ir-after-all",
+        "-mlir-print-ir-after-all",
+        dest="print_ir_after_all",
+        action="store_true",
+        help="print the IR after every pass (to stderr)",
     )
     parser.add_argument(
-        "--verify-each", "-verify-each", dest="verify_each", type=_flag, nargs="?",
-        const=True, default=True, help="run the verifier after each pass (default: true)",
+        "--verify-each",
+        "-verify-each",
+        dest="verify_each",
+        type=_flag,
+        nargs="?",
+        const=True,
+        default=True,
+        help="run the verifier after each pass (default: true)",
     )
     parser.add_argument(
-        "--mlir-elide-elementsattrs-if-larger", "-mlir-elide-elementsattrs-if-larger",
-        dest="elide_limit", type=int, default=None, metavar="N",
+        "--mlir-elide-elementsattrs-if-larger",
+        "-mlir-elide-elementsattrs-if-larger",
+        dest="elide_limit",
+        type=int,
+        default=None,
+        metavar="N",
         help="elide elements attributes with more than N elements when printing",
     )
     parser.add_argument(
-        "--mlir-print-debuginfo", "-mlir-print-debuginfo", dest="print_debuginfo",
-        action="store_true", help="print locations",
+        "--mlir-print-debuginfo",
+        "-mlir-print-debuginfo",
+        dest="print_debuginfo",
+        action="store_true",
+        help="print locations",
     )
     parser.add_argument(
-        "--mlir-print-op-generic", "-mlir-print-op-generic", dest="print_generic",
-        action="store_true", help="print every op in generic form",
+        "--mlir-print-op-generic",
+        "-mlir-print-op-generic",
+        dest="print_generic",
+        action="store_true",
+        help="print every op in generic form",
     )
     parser.add_argument(
-        "--reproducer-dir", dest="reproducer_dir", default=None, metavar="DIR",
+        "--reproducer-dir",
+        dest="reproducer_dir",
+        default=None,
+        metavar="DIR",
         help="where a failing pass's reproducer goes (default: the system temp dir)",
     )
     parser.add_argument(
-        "--list-passes", "-list-passes", dest="list_passes", action="store_true",
+        "--list-passes",
+        "-list-passes",
+        dest="list_passes",
+        action="store_true",
         help="list polyfuse passes and their options",
     )
     return parser

@@ -94,12 +94,16 @@ def run_pipeline(
     """
     operation = module.operation
     load_accel_dialect(operation.context)
-    elements = parse_pipeline(pipeline, operation.context) if isinstance(pipeline, str) else pipeline
+    elements = (
+        parse_pipeline(pipeline, operation.context) if isinstance(pipeline, str) else pipeline
+    )
     for element in elements:
         manager = passmanager.PassManager(_MODULE_ANCHOR, context=operation.context)
         manager.enable_verifier(verify_each)
         if print_ir_after_all:
-            manager.enable_ir_printing(print_after_all=True, large_elements_limit=large_elements_limit)
+            manager.enable_ir_printing(
+                print_after_all=True, large_elements_limit=large_elements_limit
+            )
         if element.polyfuse_pass is not None:
             pass_ = element.polyfuse_pass
             manager.add(
@@ -192,7 +196,9 @@ def _check_upstream(elements: Sequence[PipelineElement], context: ir.Context | N
             passmanager.PassManager.parse(pipeline_text([element]), context=context)
         except ValueError as error:
             message = _mlir_pipeline_message(str(error))
-            hint = f"; {_known_passes()}" if "does not refer to a registered pass" in message else ""
+            hint = (
+                f"; {_known_passes()}" if "does not refer to a registered pass" in message else ""
+            )
             raise PipelineError(f"invalid pass '{element.text}': {message}{hint}") from None
 
 

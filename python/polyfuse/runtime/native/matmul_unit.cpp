@@ -65,6 +65,41 @@ std::optional<BlasMatrix> blas_matrix(float* data, int64_t rows, int64_t cols, i
   return std::nullopt;
 }
 
+// The nest visiting a view's dims `outer` then `inner`, each group in order: packing it yields
+// those dims in row-major order.
+LoopNest<1> packing_nest(const int64_t shape[kDims], const Operand& view,
+                         std::initializer_list<int> outer, std::initializer_list<int> inner) {
+  LoopNest<1> nest;
+  int slot = kDims - static_cast<int>(outer.size() + inner.size());
+  for (int d = 0; d < slot; ++d) {
+    nest.sizes[d] = 1;
+    nest.strides[0][d] = 0;
+  }
+  for (auto group : {outer, inner}) {
+    for (int d : group) {
+      nest.sizes[slot] = shape[d];
+      nest.strides[0][slot] = view.strides[d];
+      ++slot;
+    }
+  }
+  return simplify(nest);
+}
+
+// Copies the nest's elements, in order, to `out`.
+void pack(const LoopNest<1>& nest, float* data, float* out) {
+  const int64_t step = nest.strides[0][kDims - 1];
+  float* const base[1] = {data};
+  for_each_row(nest, base, [&](float* const* p, int64_t n) {
+    const float* in = p[0];
+    if (step == 1) {
+      std::memcpy(out, in, static_cast<size_t>(n) * sizeof(float));
+    } else {
+      for (int64_t i = 0; i < n; ++i) out[i] = in[i * step];
+    }
+    out += n;
+  });
+}
+
 // The view over (row dims, col dims) as a matrix, in place if possible, else packed into `buffer`.
 BlasMatrix matrix_operand(const int64_t shape[kDims], const Operand& view,
                           std::initializer_list<int> row_dims, std::initializer_list<int> col_dims,
@@ -76,35 +111,17 @@ BlasMatrix matrix_operand(const int64_t shape[kDims], const Operand& view,
   if (collapse(shape, view, row_dims, &row_step) && collapse(shape, view, col_dims, &col_step)) {
     if (auto matrix = blas_matrix(view.data, rows, cols, row_step, col_step)) return *matrix;
   }
-  // Pack: visit (row dims, col dims) in row-major order, appending each element.
   const size_t count = static_cast<size_t>(rows * cols);
   if (buffer.size() < count) buffer.resize(count);
-  LoopNest<1> nest;
-  int slot = kDims - static_cast<int>(row_dims.size() + col_dims.size());
-  for (int d = 0; d < slot; ++d) {
-    nest.sizes[d] = 1;
-    nest.strides[0][d] = 0;
+  // Pack as rows x cols, or as its transpose when that reads longer runs (for a convolution
+  // window, the output columns rather than the 3 taps of a kernel row).
+  const LoopNest<1> as_is = packing_nest(shape, view, row_dims, col_dims);
+  const LoopNest<1> transposed = packing_nest(shape, view, col_dims, row_dims);
+  if (transposed.sizes[kDims - 1] > as_is.sizes[kDims - 1]) {
+    pack(transposed, view.data, buffer.data());
+    return BlasMatrix{buffer.data(), CblasTrans, static_cast<blasint>(rows)};
   }
-  for (auto group : {row_dims, col_dims}) {
-    for (int d : group) {
-      nest.sizes[slot] = shape[d];
-      nest.strides[0][slot] = view.strides[d];
-      ++slot;
-    }
-  }
-  nest = simplify(nest);
-  const int64_t step = nest.strides[0][kDims - 1];
-  float* out = buffer.data();
-  float* const base[1] = {view.data};
-  for_each_row(nest, base, [&](float* const* p, int64_t n) {
-    const float* in = p[0];
-    if (step == 1) {
-      std::memcpy(out, in, static_cast<size_t>(n) * sizeof(float));
-    } else {
-      for (int64_t i = 0; i < n; ++i) out[i] = in[i * step];
-    }
-    out += n;
-  });
+  pack(as_is, view.data, buffer.data());
   return BlasMatrix{buffer.data(), CblasNoTrans, static_cast<blasint>(cols)};
 }
 

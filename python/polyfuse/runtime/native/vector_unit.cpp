@@ -102,6 +102,10 @@ void apply(float* out, const float* a, const float* b, const float* c, int64_t n
 inline const float* contiguous(const float* row, int64_t step, int64_t start, int64_t len,
                                float* buffer) {
   if (step == 1) return row + start;
+  if (step == 0) {  // a broadcast (an immediate, a bias): one value, filled with vector stores
+    std::fill_n(buffer, len, *row);
+    return buffer;
+  }
   row += start * step;
   for (int64_t i = 0; i < len; ++i) buffer[i] = row[i * step];
   return buffer;
