@@ -39,6 +39,11 @@ class PipelineElement:
     text: str
     polyfuse_pass: ModulePass | None = None
 
+    @classmethod
+    def of(cls, pass_: ModulePass) -> PipelineElement:
+        """The element that runs a polyfuse pass instance."""
+        return cls(pass_.pipeline_text(), pass_)
+
     @property
     def name(self) -> str:
         return self.polyfuse_pass.name if self.polyfuse_pass else _leading_name(self.text)
@@ -73,7 +78,8 @@ def parse_pipeline(text: str, context: ir.Context | None = None) -> list[Pipelin
 
 def pipeline_text(elements: Sequence[PipelineElement]) -> str:
     """The `--pass-pipeline=` value for `elements`."""
-    return f"{_MODULE_ANCHOR}({','.join(e.text for e in elements)})"
+    texts = [e.polyfuse_pass.pipeline_text() if e.polyfuse_pass else e.text for e in elements]
+    return f"{_MODULE_ANCHOR}({','.join(texts)})"
 
 
 def run_pipeline(

@@ -1,0 +1,109 @@
+"""Model-zoo benchmark: compile time, emulator vs eager wall time, DRAM traffic, cycles.
+
+    python bench/zoo.py                                   # every zoo model x preset
+    python bench/zoo.py --models resnet50 --targets edge --json out.json
+
+For each model x target: compile time split by stage, emulator wall time and eager
+PyTorch wall time in the same process with the same thread count (best of --repeat),
+DRAM bytes read and written (counted by the emulator), the compulsory lower bound
+(inputs and weights read once, outputs written once) and the ratio, cycles, and the
+max relative error against eager PyTorch. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import polyfuse
+from polyfuse.models import ZOO, get_model
+from polyfuse.runtime.emulator import set_num_threads
+from polyfuse.targets import list_presets
+
+
+def best_time(function, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(model_name: str, target: str, batch: int, repeat: int) -> dict[str, object]:
+    model, inputs = get_model(model_name, batch=batch)
+    start = time.perf_counter()
+    compiled = polyfuse.compile(model, inputs, target=target)
+    compile_s = time.perf_counter() - start
+    output = compiled(*inputs)  # warm-up, and the report
+    run_s = best_time(lambda: compiled(*inputs), repeat)
+    with torch.no_grad():
+        reference = model(*inputs)
+        eager_s = best_time(lambda: model(*inputs), repeat)
+    report = compiled.report
+    assert report is not None and isinstance(output, torch.Tensor)
+    error = float((output - reference).abs().max() / reference.abs().max())
+    return {
+        "model": model_name,
+        "target": target,
+        "batch": batch,
+        "compile_s": round(compile_s, 3),
+        "compile_stages_s": {k: round(v, 3) for k, v in compiled.compile_seconds.items()},
+        "run_s": round(run_s, 4),
+        "eager_s": round(eager_s, 4),
+        "dram_read_bytes": report.stats.dram_read_bytes,
+        "dram_write_bytes": report.stats.dram_write_bytes,
+        "planned_bytes": report.planned_bytes,
+        "compulsory_bytes": report.compulsory_bytes,
+        "traffic_ratio": round(report.traffic_ratio, 3),
+        "cycles": int(report.cycles),
+        "pe_utilization": round(report.pe_utilization, 4),
+        "max_rel_err": error,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
+    parser.add_argument("--targets", nargs="+", default=list_presets())
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="write one record per row to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
+
+    records = []
+    console = Console(width=160)
+    for model_name in args.models:
+        for target in args.targets:
+            console.log(f"{model_name} on {target}")
+            records.append(measure(model_name, target, args.batch, args.repeat))
+
+    table = Table(title=f"polyfuse zoo, layer by layer, batch {args.batch}, {args.threads} thread(s)")
+    for column in ["model", "target", "compile s", "emulator s", "eager s", "emu/eager",
+                   "DRAM MiB", "lower bound MiB", "ratio", "Mcycles", "max rel err"]:
+        table.add_column(column, justify="left" if column in ("model", "target") else "right")
+    mib = 1024 * 1024
+    for r in records:
+        table.add_row(
+            str(r["model"]), str(r["target"]), f"{r['compile_s']:.2f}", f"{r['run_s']:.3f}",
+            f"{r['eager_s']:.3f}", f"{float(r['run_s']) / float(r['eager_s']):.2f}x",  # type: ignore[arg-type]
+            f"{(int(r['dram_read_bytes']) + int(r['dram_write_bytes'])) / mib:.1f}",  # type: ignore[call-overload]
+            f"{int(r['compulsory_bytes']) / mib:.1f}", f"{r['traffic_ratio']:.2f}x",  # type: ignore[call-overload]
+            f"{int(r['cycles']) / 1e6:.2f}", f"{float(r['max_rel_err']):.1e}",  # type: ignore[call-overload, arg-type]
+        )
+    console.print(table)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(records, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
