@@ -91,6 +91,7 @@ def import_model(
                 "only (cast the input and the model with .float())"
             )
     start = time.perf_counter()
+    original = model
     model = fold_batch_norm(model.eval())
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -105,7 +106,7 @@ def import_model(
             f"torch.export could not trace the model: {type(error).__name__}: {error}\n"
             "polyfuse needs a model that torch.export can capture with static shapes."
         ) from None
-    check_supported(program)
+    check_supported(program, original)
     seconds["export"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -7,6 +7,8 @@ deep inside the lowering.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch.fx.experimental.optimization import fuse
 
@@ -34,6 +36,8 @@ SUPPORTED_ATEN_OPS: frozenset[str] = frozenset(
         "_to_copy", "alias", "detach", "split", "split_with_sizes", "chunk", "dropout",
         "full", "zeros", "ones", "scalar_tensor", "lift_fresh_copy", "copy",
         "empty", "fill", "constant_pad_nd", "pad", "convert_element_type",
+        # assertions the export inserts; they compute nothing
+        "_assert_tensor_metadata", "_assert_async", "_assert_scalar",
     }
 )
 
@@ -47,18 +51,40 @@ def _aten_name(target: object) -> str | None:
     return base.split(".")[0]
 
 
-def _source_line(node: torch.fx.Node) -> str:
+def _source_line(node: torch.fx.Node, model: torch.nn.Module | None) -> str:
+    """`file:line: code` of the model source that created `node`, when it can be found."""
     trace = node.meta.get("stack_trace") or ""
     lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
-    # The innermost frame is last: 'File "model.py", line 12, in forward' then the code.
-    for index in range(len(lines) - 1, -1, -1):
+    for index in range(len(lines) - 1, -1, -1):  # the innermost frame is last
         if lines[index].startswith("File "):
             code = lines[index + 1] if index + 1 < len(lines) else ""
             return f"{lines[index]}: {code}"
-    return ""
+    return _line_in_forward(node, model)
 
 
-def check_supported(program: torch.export.ExportedProgram) -> None:
+def _line_in_forward(node: torch.fx.Node, model: torch.nn.Module | None) -> str:
+    """Non-strict export keeps no stack trace: find the call in the module's forward."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if model is None or not stack:
+        return ""
+    path, class_name = list(stack.values())[-1]
+    try:
+        module = model.get_submodule(path) if path else model
+        forward = type(module).forward
+        source, first = inspect.getsourcelines(forward)
+        filename = inspect.getsourcefile(forward) or "?"
+    except (AttributeError, OSError, TypeError):
+        return ""
+    function = str((node.meta.get("torch_fn") or ("", ""))[1]).split(".")[-1]
+    for offset, line in enumerate(source):
+        if function and (f"{function}(" in line or f".{function}" in line):
+            return f"{filename}:{first + offset}: {line.strip()} (in {class_name}.forward)"
+    return f"{filename}:{first}: in {class_name}.forward"
+
+
+def check_supported(
+    program: torch.export.ExportedProgram, model: torch.nn.Module | None = None
+) -> None:
     """Raise UnsupportedError naming the first operator polyfuse cannot compile."""
     for node in program.graph.nodes:
         if node.op != "call_function":
@@ -67,7 +93,7 @@ def check_supported(program: torch.export.ExportedProgram) -> None:
         if name is None:
             continue  # operator.getitem and other Python-level glue
         if name not in SUPPORTED_ATEN_OPS:
-            where = _source_line(node)
+            where = _source_line(node, model)
             raise UnsupportedError(
                 f"operator aten.{name} is not supported"
                 f"{' (' + where + ')' if where else ''}.\n"
@@ -87,7 +113,7 @@ def check_supported(program: torch.export.ExportedProgram) -> None:
                     continue
                 raise UnsupportedError(
                     f"operator aten.{name} produces a {item.dtype} tensor"
-                    f"{' at ' + _source_line(node) if _source_line(node) else ''}; "
+                    f"{' at ' + _source_line(node, model) if _source_line(node, model) else ''}; "
                     "polyfuse supports float32 tensors only (integer and mixed-precision "
                     "models are not supported yet)"
                 )

@@ -25,9 +25,10 @@ import scipy_openblas32
 from polyfuse.errors import EmulatorTrap, TargetError
 from polyfuse.runtime.program import Program
 
-# The native module links libscipy_openblas. Loading it globally first lets the dynamic
-# loader resolve that dependency both in an installed wheel (where the module's RPATH
-# also finds it) and in a development build copied into the source tree (where it does not).
+# The native module links libscipy_openblas and finds it through its RPATH (next to it in
+# an installed wheel, the build-time path in a development build). Loading this
+# environment's copy globally first makes the import work even when that path is stale,
+# e.g. a development build made in another virtual environment.
 ctypes.CDLL(
     os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_GLOBAL
 )

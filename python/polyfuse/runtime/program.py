@@ -5,7 +5,7 @@ whether a program is legal to run (bounds, capacity, DMA order) is the emulator'
 tests can build illegal programs on purpose. See `isa.py` for the record layout.
 
     b = ProgramBuilder()
-    i = b.loop(4)
+    b.loop(4)  # depth 0: coeffs[0] scales its induction variable
     b.dma(View.spm(strides=(1,)), View.dram(0, coeffs=(16,), strides=(1,)), (16,), token=0)
     b.wait(0)
     b.end_loop()

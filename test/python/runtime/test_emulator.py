@@ -104,7 +104,7 @@ def test_loop_with_affine_offsets_copies_in_tiles() -> None:
     assert stats.dram_read_bytes == stats.dram_write_bytes == 64 * 64 * 4
     assert stats.dma_loads == stats.dma_stores == 16
     assert stats.spm_peak_bytes == 16 * 16 * 4
-    # 2 LOOPs, 4 + 16 ENDLOOPs executed... per trip: outer 1 + inner 4 * (4 body + 1 end) + 1 end.
+    # Outer LOOP once; per outer trip: inner LOOP, 4 x (4 body + ENDLOOP), outer ENDLOOP.
     assert stats.instructions == 1 + 4 * (1 + 4 * 5 + 1)
 
 

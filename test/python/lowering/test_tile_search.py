@@ -1,0 +1,73 @@
+"""The tile search: capacity respected, least traffic, clear failure."""
+
+from __future__ import annotations
+
+import itertools
+
+from polyfuse.analysis.affine import AffineAccess
+from polyfuse.analysis.tile_search import TiledOperand, TilingProblem, box_elements, search_tiling
+
+# C[m, n] += A[m, k] * B[k, n]; loops (m, n, k).
+A = AffineAccess(((1, 0, 0), (0, 0, 1)), (0, 0), 3)
+B = AffineAccess(((0, 0, 1), (0, 1, 0)), (0, 0), 3)
+C = AffineAccess(((1, 0, 0), (0, 1, 0)), (0, 0), 3)
+
+
+def matmul(m: int, n: int, k: int, capacity: int) -> TilingProblem:
+    return TilingProblem(
+        extents=(m, n, k),
+        is_reduction=(False, False, True),
+        operands=(TiledOperand(A), TiledOperand(B), TiledOperand(C, is_output=True, reads=False)),
+        temporaries=0,
+        capacity_elements=capacity,
+    )
+
+
+def brute_force_traffic(m: int, n: int, k: int, capacity: int) -> int:
+    """Least traffic over every tiling and both parallel loop orders, by enumeration."""
+    best = None
+    divisors = [[d for d in range(1, e + 1) if e % d == 0] for e in (m, n, k)]
+    for tm, tn, tk in itertools.product(*divisors):
+        if tm * tk + tk * tn + tm * tn > capacity:
+            continue
+        trips = (m // tm, n // tn, k // tk)
+        for outer, inner in ((0, 1), (1, 0)):
+            order = [loop for loop in (outer, inner, 2) if trips[loop] > 1]
+
+            def loads(used: set[int], box: int, order: list[int] = order) -> int:
+                depth = max((i + 1 for i, loop in enumerate(order) if loop in used), default=0)
+                count = 1
+                for loop in order[:depth]:
+                    count *= trips[loop]
+                return box * count
+
+            total = loads({0, 2}, tm * tk) + loads({1, 2}, tk * tn) + m * n
+            best = total if best is None else min(best, total)
+    assert best is not None
+    return best
+
+
+def test_everything_fits_in_one_tile() -> None:
+    tiling = search_tiling(matmul(16, 16, 16, 10_000))
+    assert tiling is not None
+    assert tiling.tile == (16, 16, 16)
+    assert tiling.traffic_elements == 3 * 256
+
+
+def test_search_matches_brute_force_and_fits() -> None:
+    for m, n, k, capacity in [(64, 96, 128, 4048), (32, 32, 64, 600), (12, 20, 30, 100)]:
+        tiling = search_tiling(matmul(m, n, k, capacity))
+        assert tiling is not None
+        boxes = sum(box_elements(a, tiling.tile) for a in (A, B, C))
+        assert boxes == tiling.footprint_elements <= capacity
+        assert tiling.traffic_elements == brute_force_traffic(m, n, k, capacity)
+
+
+def test_conv_halo_box() -> None:
+    # Input rows of a 3x3 stride-2 convolution: oh*2 + kh over a tile of 4 rows, 3 taps.
+    access = AffineAccess(((2, 1),), (0,), 2)
+    assert box_elements(access, (4, 3)) == 2 * 3 + 2 + 1
+
+
+def test_nothing_fits() -> None:
+    assert search_tiling(matmul(8, 8, 8, 2)) is None
