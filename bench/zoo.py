@@ -86,18 +86,37 @@ def main() -> None:
             console.log(f"{model_name} on {target}")
             records.append(measure(model_name, target, args.batch, args.repeat))
 
-    table = Table(title=f"polyfuse zoo, layer by layer, batch {args.batch}, {args.threads} thread(s)")
-    for column in ["model", "target", "compile s", "emulator s", "eager s", "emu/eager",
-                   "DRAM MiB", "lower bound MiB", "ratio", "Mcycles", "max rel err"]:
+    table = Table(
+        title=f"polyfuse zoo, layer by layer, batch {args.batch}, {args.threads} thread(s)"
+    )
+    for column in [
+        "model",
+        "target",
+        "compile s",
+        "emulator s",
+        "eager s",
+        "emu/eager",
+        "DRAM MiB",
+        "lower bound MiB",
+        "ratio",
+        "Mcycles",
+        "max rel err",
+    ]:
         table.add_column(column, justify="left" if column in ("model", "target") else "right")
     mib = 1024 * 1024
     for r in records:
         table.add_row(
-            str(r["model"]), str(r["target"]), f"{r['compile_s']:.2f}", f"{r['run_s']:.3f}",
-            f"{r['eager_s']:.3f}", f"{float(r['run_s']) / float(r['eager_s']):.2f}x",  # type: ignore[arg-type]
+            str(r["model"]),
+            str(r["target"]),
+            f"{r['compile_s']:.2f}",
+            f"{r['run_s']:.3f}",
+            f"{r['eager_s']:.3f}",
+            f"{float(r['run_s']) / float(r['eager_s']):.2f}x",  # type: ignore[arg-type]
             f"{(int(r['dram_read_bytes']) + int(r['dram_write_bytes'])) / mib:.1f}",  # type: ignore[call-overload]
-            f"{int(r['compulsory_bytes']) / mib:.1f}", f"{r['traffic_ratio']:.2f}x",  # type: ignore[call-overload]
-            f"{int(r['cycles']) / 1e6:.2f}", f"{float(r['max_rel_err']):.1e}",  # type: ignore[call-overload, arg-type]
+            f"{int(r['compulsory_bytes']) / mib:.1f}",
+            f"{r['traffic_ratio']:.2f}x",  # type: ignore[call-overload]
+            f"{int(r['cycles']) / 1e6:.2f}",
+            f"{float(r['max_rel_err']):.1e}",  # type: ignore[call-overload, arg-type]
         )
     console.print(table)
     if args.json:

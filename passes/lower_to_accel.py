@@ -31,12 +31,16 @@ def lower_module(module_op: ir.Operation, target: Target) -> list[OperatorRecord
     accel.load_accel_dialect(module_op.context)
     records: list[OperatorRecord] = []
     functions = [
-        op.operation for op in module_op.regions[0].blocks[0].operations
+        op.operation
+        for op in module_op.regions[0].blocks[0].operations
         if op.operation.name == "func.func" and len(op.regions[0].blocks) > 0
     ]
     for function in functions:
         function_type = ir.FunctionType(ir.TypeAttr(function.attributes["function_type"]).value)
-        if not any(isinstance(t, ir.RankedTensorType) for t in [*function_type.inputs, *function_type.results]):
+        if not any(
+            isinstance(t, ir.RankedTensorType)
+            for t in [*function_type.inputs, *function_type.results]
+        ):
             continue
         with function.location:
             records += lower_function(function, module_op, target)

@@ -1,8 +1,8 @@
 """polyfuse: whole-model polyhedral memory-access optimisation for scratchpad accelerators.
 
-    compiled = polyfuse.compile(model, example_inputs, target="edge")
-    outputs = compiled(*inputs)          # runs on the emulated accelerator
-    print(compiled.report.format())      # DRAM traffic, cycles, lower bound
+compiled = polyfuse.compile(model, example_inputs, target="edge")
+outputs = compiled(*inputs)          # runs on the emulated accelerator
+print(compiled.report.format())      # DRAM traffic, cycles, lower bound
 """
 
 from __future__ import annotations

@@ -83,18 +83,25 @@ class CompiledModel:
         outputs: list[np.ndarray] = []
         for buffer, array in zip(self.serialized.buffers, self._dram, strict=True):
             if buffer.role == "input":
-                np.copyto(array, inputs[buffer.index].detach().to(torch.float32).numpy().reshape(array.shape))
+                np.copyto(
+                    array,
+                    inputs[buffer.index].detach().to(torch.float32).numpy().reshape(array.shape),
+                )
             elif buffer.role == "output":
                 outputs.append(array)
         start = time.perf_counter()
-        stats = execute(self.serialized.program, self._dram, machine_params(self.target), self.check)
+        stats = execute(
+            self.serialized.program, self._dram, machine_params(self.target), self.check
+        )
         seconds = time.perf_counter() - start
         self.report = Report.build(self, stats, seconds)
         results = tuple(torch.from_numpy(array.copy()) for array in outputs)
         return results[0] if len(results) == 1 else results
 
 
-def _bind_buffers(serialized: SerializedProgram, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _bind_buffers(
+    serialized: SerializedProgram, weights: dict[str, np.ndarray]
+) -> list[np.ndarray]:
     arrays = []
     for buffer in serialized.buffers:
         arrays.append(_buffer_array(buffer, weights))
@@ -117,7 +124,9 @@ def _buffer_array(buffer: DramBuffer, weights: dict[str, np.ndarray]) -> np.ndar
 
 def run_upstream(module: ir.Module, pipeline: str) -> None:
     try:
-        passmanager.PassManager.parse(f"builtin.module({pipeline})", module.context).run(module.operation)
+        passmanager.PassManager.parse(f"builtin.module({pipeline})", module.context).run(
+            module.operation
+        )
     except ir.MLIRError as error:
         raise PipelineError(f"upstream pipeline '{pipeline}' failed: {error}") from None
 

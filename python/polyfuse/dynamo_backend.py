@@ -28,8 +28,11 @@ def polyfuse_backend(
 
     target = (options or {}).get("target", "edge")
     if not all(isinstance(x, torch.Tensor) for x in example_inputs):
-        return _fallback(graph_module, "the graph has non-tensor inputs (dynamic shapes?); "
-                         "use torch.compile(..., dynamic=False)")
+        return _fallback(
+            graph_module,
+            "the graph has non-tensor inputs (dynamic shapes?); "
+            "use torch.compile(..., dynamic=False)",
+        )
     try:
         compiled = polyfuse_compile(graph_module, list(example_inputs), target)
     except PolyfuseError as error:

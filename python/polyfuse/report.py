@@ -33,7 +33,9 @@ class Report:
     @staticmethod
     def build(compiled: CompiledModel, stats: ExecutionStats, run_seconds: float) -> Report:
         compulsory = sum(
-            b.elements * 4 for b in compiled.serialized.buffers if b.role in ("input", "output", "weight")
+            b.elements * 4
+            for b in compiled.serialized.buffers
+            if b.role in ("input", "output", "weight")
         )
         return Report(
             target=compiled.target.name,
@@ -101,9 +103,7 @@ class Report:
         table.add_row("traffic / lower bound", f"{self.traffic_ratio:.2f}x")
         table.add_row("planned by the compiler", f"{self.planned_bytes / mib:,.2f} MiB")
         table.add_row("cycles (engines serial)", f"{self.cycles:,.0f}")
-        table.add_row(
-            "  at the target clock", f"{self.cycles / (self.clock_mhz * 1e3):,.3f} ms"
-        )
+        table.add_row("  at the target clock", f"{self.cycles / (self.clock_mhz * 1e3):,.3f} ms")
         table.add_row("  PE array / vector", f"{s.pe_cycles:,.0f} / {s.vector_cycles:,.0f}")
         table.add_row("  DMA load / store", f"{s.dma_load_cycles:,.0f} / {s.dma_store_cycles:,.0f}")
         table.add_row("MACs", f"{s.macs:,}")

@@ -24,7 +24,6 @@ config.suffixes = [".mlir"]
 config.excludes = ["Output", "Inputs"]  # Inputs/ holds RUN-line inputs, not tests
 config.test_source_root = str(Path(__file__).parent)
 
-_repo = Path(__file__).resolve().parents[2]
 _python = shlex.quote(sys.executable)
 
 
@@ -38,6 +37,7 @@ config.substitutions.append((_tool("polyfuse-opt"), f"{_python} -m polyfuse.tool
 config.substitutions.append((_tool("filecheck"), f"{_python} -m filecheck"))
 config.substitutions.append((_tool("FileCheck"), f"{_python} -m filecheck"))
 
-# Test this checkout's sources (python/) ahead of any installed polyfuse.
-_paths = [str(_repo / "python"), os.environ.get("PYTHONPATH", "")]
-config.environment["PYTHONPATH"] = os.pathsep.join(p for p in _paths if p)
+# Test the polyfuse that this interpreter imports: the installed package (CI), or the
+# sources when the developer runs with PYTHONPATH=python (see README, "Developing").
+if os.environ.get("PYTHONPATH"):
+    config.environment["PYTHONPATH"] = os.environ["PYTHONPATH"]

@@ -1,7 +1,7 @@
 """Affine maps of linalg indexing as integer matrices.
 
 A linalg indexing map `(d0, d1, ...) -> (e0, e1, ...)` whose results are affine in the
-loop dims becomes `AffineAccess(coeffs, consts)`: tensor index r = sum_l coeffs[r][l]·d_l
+loop dims becomes `AffineAccess(coeffs, consts)`: tensor index r = sum_l coeffs[r][loop_dim]·d_l
 + consts[r]. That is all the tiling and footprint arithmetic needs; the polyhedral
 analysis proper (issue 4) builds isl maps from the same matrices.
 """
@@ -17,7 +17,7 @@ from polyfuse.errors import UnsupportedError
 
 @dataclass(frozen=True)
 class AffineAccess:
-    """tensor index r = sum_l coeffs[r][l] * loop_l + consts[r]."""
+    """tensor index r = sum_l coeffs[r][loop_dim] * loop_l + consts[r]."""
 
     coeffs: tuple[tuple[int, ...], ...]
     consts: tuple[int, ...]
@@ -28,7 +28,9 @@ class AffineAccess:
         return len(self.consts)
 
     def loops_used(self) -> frozenset[int]:
-        return frozenset(l for row in self.coeffs for l, c in enumerate(row) if c != 0)
+        return frozenset(
+            loop_dim for row in self.coeffs for loop_dim, c in enumerate(row) if c != 0
+        )
 
 
 def linear_expr(expr: ir.AffineExpr, num_dims: int) -> tuple[list[int], int]:

@@ -66,8 +66,10 @@ def _loop_extents(op: ir.Operation, operands: list[GenericOperand], num_loops: i
         if not isinstance(operand.value.type, ir.ShapedType):
             continue
         shape = static_shape(operand.value)
-        for row, const, size in zip(operand.access.coeffs, operand.access.consts, shape, strict=True):
-            nonzero = [l for l, c in enumerate(row) if c != 0]
+        for row, const, size in zip(
+            operand.access.coeffs, operand.access.consts, shape, strict=True
+        ):
+            nonzero = [dim for dim, c in enumerate(row) if c != 0]
             if len(nonzero) == 1 and row[nonzero[0]] == 1 and const == 0:
                 loop = nonzero[0]
                 if extents[loop] is None:

@@ -86,8 +86,12 @@ def _candidates(problem: TilingProblem) -> list[list[int]]:
 
 def _full_orders(problem: TilingProblem) -> list[tuple[int, ...]]:
     """Every order of the loops that can have more than one trip, reductions innermost."""
-    parallel = [l for l, e in enumerate(problem.extents) if e > 1 and not problem.is_reduction[l]]
-    reduction = [l for l, e in enumerate(problem.extents) if e > 1 and problem.is_reduction[l]]
+    parallel = [
+        dim for dim, e in enumerate(problem.extents) if e > 1 and not problem.is_reduction[dim]
+    ]
+    reduction = [
+        dim for dim, e in enumerate(problem.extents) if e > 1 and problem.is_reduction[dim]
+    ]
     reduction_orders: list[tuple[int, ...]] = [tuple(reduction)]
     # The order of the reduction loops matters only when operands depend on different
     # subsets of them (a conv's input and weight both depend on c, kh and kw).
@@ -159,7 +163,9 @@ def search_tiling(problem: TilingProblem) -> Tiling | None:
     chosen = int(np.lexsort((tiles_count, best_traffic))[0])
     tile = tuple(int(t) for t in grids[chosen])
     chosen_trips = tuple(int(t) for t in trips[chosen])
-    order = tuple(l for l in (orders[best_order[chosen]] if orders else ()) if chosen_trips[l] > 1)
+    order = tuple(
+        dim for dim in (orders[best_order[chosen]] if orders else ()) if chosen_trips[dim] > 1
+    )
     return Tiling(
         tile=tile,
         order=order,

@@ -34,7 +34,7 @@ class ImportedModel:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-class _WeightsFromBuffers(FxImporterHooks):
+class _WeightsFromBuffers(FxImporterHooks):  # type: ignore[misc]
     """Builds weight constants from tensor buffers and records them by blob name."""
 
     def __init__(self) -> None:

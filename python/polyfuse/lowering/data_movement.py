@@ -24,7 +24,10 @@ def _identity(rank: int) -> AffineAccess:
 
 
 def emit_copy(
-    source: DramTensor | None, destination: DramTensor, target: Target, where: str,
+    source: DramTensor | None,
+    destination: DramTensor,
+    target: Target,
+    where: str,
     fill: float | None = None,
 ) -> tuple[tuple[int, ...], int]:
     """Copy `source` into `destination` (or fill it with `fill`); (tile, planned bytes)."""
@@ -49,8 +52,14 @@ def emit_copy(
         )
     arena = ScratchpadArena(target.scratchpad_bytes // 4)
     operand = TileOperand(
-        access, tiling.tile, dram=destination, init_dram=source, load=source is not None,
-        store=True, fill=fill, depth=tiling.load_depth[0],
+        access,
+        tiling.tile,
+        dram=destination,
+        init_dram=source,
+        load=source is not None,
+        store=True,
+        fill=fill,
+        depth=tiling.load_depth[0],
     )
     operand.buffer = arena.allocate(operand.elements)
     TileNest(shape, tiling.tile, tiling.order, ir.Location.current).emit([operand], lambda: None)

@@ -6,6 +6,7 @@ cost no traffic; only operators move bytes.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,15 +46,14 @@ class DramTensor:
         """The collapsed view, or None when a group is not contiguous in memory."""
         shape, strides = [], []
         for group in groups:
-            for outer, inner in zip(group, group[1:], strict=False):
-                if self.shape[inner] != 1 and self.strides[outer] != self.strides[inner] * self.shape[inner]:
-                    if self.shape[outer] != 1:
-                        return None
+            non_unit = [d for d in group if self.shape[d] != 1]
+            for outer, inner in itertools.pairwise(non_unit):
+                if self.strides[outer] != self.strides[inner] * self.shape[inner]:
+                    return None
             size = 1
             for dim in group:
                 size *= self.shape[dim]
             shape.append(size)
-            non_unit = [d for d in group if self.shape[d] != 1]
             strides.append(self.strides[non_unit[-1]] if non_unit else 1)
         return DramTensor(self.buffer, tuple(shape), tuple(strides), self.offset)
 

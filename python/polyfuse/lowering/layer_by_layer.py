@@ -84,7 +84,9 @@ def _splat_value(attr: ir.Attribute) -> float | None:
     return None
 
 
-def lower_function(func_op: ir.Operation, module_op: ir.Operation, target: Target) -> list[OperatorRecord]:
+def lower_function(
+    func_op: ir.Operation, module_op: ir.Operation, target: Target
+) -> list[OperatorRecord]:
     """Replace `func_op` (linalg on tensors) by its layer-by-layer accel version."""
     name = ir.StringAttr(func_op.attributes["sym_name"]).value
     function_type = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
@@ -92,7 +94,9 @@ def lower_function(func_op: ir.Operation, module_op: ir.Operation, target: Targe
     outputs = [_f32_memref(tuple(ir.ShapedType(t).shape)) for t in function_type.results]
     for t in [*function_type.inputs, *function_type.results]:
         if not isinstance(t, ir.RankedTensorType):
-            raise UnsupportedError(f"function @{name}: argument or result type {t} is not a ranked tensor")
+            raise UnsupportedError(
+                f"function @{name}: argument or result type {t} is not a ranked tensor"
+            )
     with ir.InsertionPoint(func_op), func_op.location:
         new_func = func.FuncOp(name + "__accel", (inputs + outputs, []))
     entry = new_func.add_entry_block()
@@ -102,7 +106,7 @@ def lower_function(func_op: ir.Operation, module_op: ir.Operation, target: Targe
         state.locations[arg] = DramTensor.whole(new_arg, static_shape(arg))
 
     ops = [o.operation for o in old_block.operations]
-    _plan_outputs(state, ops, entry.arguments[len(inputs):])
+    _plan_outputs(state, ops, entry.arguments[len(inputs) :])
     with ir.InsertionPoint(entry):
         for op in ops:
             with op.location:
@@ -218,7 +222,10 @@ def _lower_op(state: _State, op: ir.Operation) -> None:
             assert view is not None
         state.locations[op.result] = view
     elif name == "tensor.expand_shape":
-        groups = [[ir.IntegerAttr(d).value for d in ir.ArrayAttr(g)] for g in op.attributes["reassociation"]]
+        groups = [
+            [ir.IntegerAttr(d).value for d in ir.ArrayAttr(g)]
+            for g in op.attributes["reassociation"]
+        ]
         source = _dram_of(state, op.operands[0])
         state.locations[op.result] = source.expand(groups, static_shape(op.result))
     elif name == "tensor.extract_slice":
@@ -262,8 +269,11 @@ def _lower_constant(state: _State, op: ir.Operation) -> None:
         module_block = state.module.regions[0].blocks[0]
         with ir.InsertionPoint.at_block_begin(module_block):
             global_op = memref.GlobalOp(
-                sym_name=symbol, type_=memref_type, sym_visibility="private",
-                initial_value=attr, constant=True,
+                sym_name=symbol,
+                type_=memref_type,
+                sym_visibility="private",
+                initial_value=attr,
+                constant=True,
             )
             if match:
                 global_op.operation.attributes["accel.weight"] = ir.StringAttr.get(base)
@@ -308,7 +318,7 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
     used_block_args = set(generic.body.arguments)
 
     # Operands: tiles to load, scalars, fills.
-    tile_inputs: list[tuple[int, object]] = []
+    tile_inputs: list[tuple[int, DramTensor]] = []
     scalar_inputs: dict[ir.Value, float] = {}
     weight_inputs: set[int] = set()
     for index, operand in enumerate(generic.inputs):
@@ -337,7 +347,9 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
             output_inits.append(state.scalars[init])
         else:
             output_inits.append(_dram_of(state, init))
-        live_uses = sum(1 for body_op in plan.ops for o in body_op.operands if o == operand.block_arg)
+        live_uses = sum(
+            1 for body_op in plan.ops for o in body_op.operands if o == operand.block_arg
+        )
         if any(generic.is_reduction) and live_uses > 1:
             raise UnsupportedError(
                 f"{loc_text}: a reduction whose body reads the accumulator more than once "
@@ -373,7 +385,9 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
     out_locations = []
     for operand in outputs:
         assert operand.result is not None
-        location = state.planned.get(operand.result) or _new_dram(state, static_shape(operand.result))
+        location = state.planned.get(operand.result) or _new_dram(
+            state, static_shape(operand.result)
+        )
         state.locations[operand.result] = location
         out_locations.append(location)
 
@@ -382,7 +396,10 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
     input_tiles: dict[int, TileOperand] = {}
     for position, (index, location) in enumerate(tile_inputs):
         tile_operand = TileOperand(
-            generic.inputs[index].access, tiling.tile, dram=location, load=True,  # type: ignore[arg-type]
+            generic.inputs[index].access,
+            tiling.tile,
+            dram=location,
+            load=True,
             depth=tiling.load_depth[position],
         )
         input_tiles[index] = tile_operand
@@ -392,7 +409,9 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
         zip(outputs, output_inits, out_locations, strict=True)
     ):
         depth = tiling.load_depth[len(tile_inputs) + position]
-        tile_operand = TileOperand(operand.access, tiling.tile, dram=location, store=True, depth=depth)
+        tile_operand = TileOperand(
+            operand.access, tiling.tile, dram=location, store=True, depth=depth
+        )
         if isinstance(init, DramTensor):
             tile_operand.load = True
             tile_operand.init_dram = init
@@ -407,21 +426,26 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
 
     nest = TileNest(generic.extents, tiling.tile, tiling.order, op.location)
     if contraction is not None:
-        issue_plan = plan_issue(contraction, tiling.tile, state.target.pe_rows, state.target.pe_cols)
+        issue_plan = plan_issue(
+            contraction, tiling.tile, state.target.pe_rows, state.target.pe_cols
+        )
         a_tile, b_tile = input_tiles[contraction.a], input_tiles[contraction.b]
         c_tile = output_tiles[0]
 
         def compute() -> None:
             emit_contraction(
-                issue_plan, tiling.tile,
-                (c_tile.buffer, c_tile.loop_strides()),  # type: ignore[arg-type]
-                (a_tile.buffer, a_tile.loop_strides()),  # type: ignore[arg-type]
-                (b_tile.buffer, b_tile.loop_strides()),  # type: ignore[arg-type]
+                issue_plan,
+                tiling.tile,
+                (c_tile.buffer, c_tile.loop_strides()),
+                (a_tile.buffer, a_tile.loop_strides()),
+                (b_tile.buffer, b_tile.loop_strides()),
             )
     else:
         values: dict[ir.Value, TileView] = {}
         for index, tile_operand in input_tiles.items():
-            values[generic.inputs[index].block_arg] = TileView(tile_operand.buffer, tile_operand.loop_strides())
+            values[generic.inputs[index].block_arg] = TileView(
+                tile_operand.buffer, tile_operand.loop_strides()
+            )
         for arg, scalar in scalar_inputs.items():
             values[arg] = TileView(None, scalar=scalar)
         body_results = {result for body_op in plan.ops for result in body_op.results}
@@ -449,7 +473,7 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
 
     nest.emit(tile_operands, compute)
     for tile_operand in tile_operands:
-        accel.dealloc(tile_operand.buffer)  # type: ignore[arg-type]
+        accel.dealloc(tile_operand.buffer)
     for temp in temps:
         accel.dealloc(temp)
     state.records.append(
@@ -468,7 +492,9 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
 def _pop(pool: list[ir.Value], where: str) -> Callable[[], ir.Value]:
     def allocate() -> ir.Value:
         if not pool:
-            raise UnsupportedError(f"{where}: the body needs more scratchpad temporaries than planned")
+            raise UnsupportedError(
+                f"{where}: the body needs more scratchpad temporaries than planned"
+            )
         return pool.pop(0)
 
     return allocate
@@ -493,9 +519,13 @@ def _operator_name(generic: GenericOperator, kind: str) -> str:
 
 def _raise_capacity(state: _State, problem: TilingProblem, where: str) -> None:
     ones = tuple(1 for _ in problem.extents)
-    smallest = sum(
-        int(np.prod([sum(abs(c) * 0 for c in row) + 1 for row in o.access.coeffs])) for o in problem.operands
-    ) + problem.temporaries
+    smallest = (
+        sum(
+            int(np.prod([sum(abs(c) * 0 for c in row) + 1 for row in o.access.coeffs]))
+            for o in problem.operands
+        )
+        + problem.temporaries
+    )
     needed = (smallest + ALIGN_ELEMENTS * (len(problem.operands) + problem.temporaries)) * 4
     raise ScratchpadCapacityError(
         f"{where}: no tile of this operator fits the scratchpad of target "
@@ -507,8 +537,13 @@ def _raise_capacity(state: _State, problem: TilingProblem, where: str) -> None:
 # --- data movement -------------------------------------------------------------------
 
 
-def _copy(state: _State, source: DramTensor | None, destination: DramTensor, op: ir.Operation,
-          fill: float | None = None) -> None:
+def _copy(
+    state: _State,
+    source: DramTensor | None,
+    destination: DramTensor,
+    op: ir.Operation,
+    fill: float | None = None,
+) -> None:
     tile, planned = emit_copy(source, destination, state.target, location_text(op), fill=fill)
     state.records.append(
         OperatorRecord(
@@ -556,8 +591,12 @@ def _lower_extract_slice(state: _State, op: ir.Operation) -> None:
     result_shape = static_shape(op.result)
     if len(result_shape) != len(sizes):  # rank-reducing: drop unit dims
         keep = [d for d, size in enumerate(sizes) if size != 1]
-        view = DramTensor(view.buffer, tuple(sizes[d] for d in keep),
-                          tuple(view.strides[d] for d in keep), view.offset)
+        view = DramTensor(
+            view.buffer,
+            tuple(sizes[d] for d in keep),
+            tuple(view.strides[d] for d in keep),
+            view.offset,
+        )
         if view.shape != result_shape:
             raise UnsupportedError(f"{location_text(op)}: unsupported rank-reducing slice")
     state.locations[op.result] = view
@@ -575,8 +614,12 @@ def _lower_insert_slice(state: _State, op: ir.Operation) -> None:
     source_location = _dram_of(state, source)
     if window.shape != source_location.shape:
         keep = [d for d, size in enumerate(sizes) if size != 1]
-        window = DramTensor(window.buffer, tuple(sizes[d] for d in keep),
-                            tuple(window.strides[d] for d in keep), window.offset)
+        window = DramTensor(
+            window.buffer,
+            tuple(sizes[d] for d in keep),
+            tuple(window.strides[d] for d in keep),
+            window.offset,
+        )
     _copy(state, source_location, window, op)
     state.locations[op.result] = destination
 
@@ -597,7 +640,7 @@ def _lower_concat(state: _State, op: ir.Operation) -> None:
 
 
 def _lower_return(state: _State, op: ir.Operation) -> None:
-    out_params = state.entry.arguments[len(state.entry.arguments) - len(op.operands):]  # type: ignore[union-attr]
+    out_params = state.entry.arguments[len(state.entry.arguments) - len(op.operands) :]  # type: ignore[union-attr]
     for value, param in zip(op.operands, out_params, strict=True):
         location = _dram_of(state, value)
         if location.buffer == param:

@@ -56,7 +56,7 @@ def classify_contraction(generic: GenericOperator, weight_inputs: set[int]) -> C
     uses = [operand.access.loops_used() for operand in generic.inputs]
     out_uses = generic.outputs[0].access.loops_used()
     exclusive = [
-        [l for l in out_uses if l in uses[i] and l not in uses[1 - i]] for i in range(2)
+        [dim for dim in out_uses if dim in uses[i] and dim not in uses[1 - i]] for i in range(2)
     ]
 
     def size(loops: list[int]) -> int:
@@ -107,16 +107,14 @@ class IssuePlan:
     issue: tuple[tuple[int, int], ...]  # (loop, step) of each issue loop
 
 
-def plan_issue(
-    contraction: Contraction, tile: tuple[int, ...], rows: int, cols: int
-) -> IssuePlan:
-    active = [l for l in range(len(tile)) if tile[l] > 1]
-    m_loops = [l for l in contraction.m if l in active]
-    n_loops = [l for l in contraction.n if l in active]
-    k_loops = sorted((l for l in contraction.k if l in active), key=lambda l: -tile[l])
-    issue: list[tuple[int, int]] = [(l, 1) for l in contraction.batch if l in active]
-    issue += [(l, 1) for l in m_loops[:-2]]
-    issue += [(l, 1) for l in n_loops[:-1]]
+def plan_issue(contraction: Contraction, tile: tuple[int, ...], rows: int, cols: int) -> IssuePlan:
+    active = [dim for dim in range(len(tile)) if tile[dim] > 1]
+    m_loops = [dim for dim in contraction.m if dim in active]
+    n_loops = [dim for dim in contraction.n if dim in active]
+    k_loops = sorted((dim for dim in contraction.k if dim in active), key=lambda dim: -tile[dim])
+    issue: list[tuple[int, int]] = [(dim, 1) for dim in contraction.batch if dim in active]
+    issue += [(dim, 1) for dim in m_loops[:-2]]
+    issue += [(dim, 1) for dim in n_loops[:-1]]
     m_inner = tuple(m_loops[-2:])
     n_inner = n_loops[-1] if n_loops else None
     n_block = largest_divisor_at_most(tile[n_inner], cols) if n_inner is not None else 1
@@ -149,12 +147,12 @@ def emit_contraction(
 ) -> None:
     """The tile's accel.matmul instructions; each view is (buffer, per-loop strides)."""
     m = list(plan.m_inner)
-    m_sizes = [tile[l] for l in m]
+    m_sizes = [tile[dim] for dim in m]
     while len(m) < 2:
         m.insert(0, -1)
         m_sizes.insert(0, 1)
     k = list(plan.k_inner)
-    k_sizes = [plan.k_block] + [tile[l] for l in k[1:]] if k else []
+    k_sizes = [plan.k_block] + [tile[dim] for dim in k[1:]] if k else []
     while len(k) < 3:
         k.append(-1)
         k_sizes.append(1)
@@ -177,7 +175,13 @@ def emit_contraction(
             (0, tuple(view[1][loop] * step for loop, step in plan.issue)) for view in (c, a, b)
         ]
         accel.matmul(
-            c[0], a[0], b[0], ivs, shape, accesses, [c_strides, a_strides, b_strides],
+            c[0],
+            a[0],
+            b[0],
+            ivs,
+            shape,
+            accesses,
+            [c_strides, a_strides, b_strides],
             accumulate=True,
         )
 

@@ -32,15 +32,13 @@ def split_issue_dims(
     tile: Sequence[int], loops: Sequence[int], max_dims: int = MAX_DIMS
 ) -> tuple[list[int], list[int]]:
     """(issue loops, instruction loops) among `loops`, dropping loops of tile size 1."""
-    active = [l for l in loops if tile[l] > 1]
+    active = [dim for dim in loops if tile[dim] > 1]
     if len(active) <= max_dims:
         return [], active
     return active[: len(active) - max_dims], active[len(active) - max_dims :]
 
 
-def with_issue_loops(
-    trip_counts: Sequence[int], body: Callable[[list[ir.Value]], None]
-) -> None:
+def with_issue_loops(trip_counts: Sequence[int], body: Callable[[list[ir.Value]], None]) -> None:
     """Emit nested affine.for loops with the given trip counts around `body(ivs)`."""
     ivs: list[ir.Value] = []
 
@@ -58,20 +56,18 @@ def with_issue_loops(
     level(0)
 
 
-def emit_vector(
-    kind: str, dst: TileView, sources: Sequence[TileView], tile: Sequence[int]
-) -> None:
+def emit_vector(kind: str, dst: TileView, sources: Sequence[TileView], tile: Sequence[int]) -> None:
     """dst = kind(sources) over the whole tile; a scalar source must come last."""
     scalars = [s for s in sources if s.is_scalar]
     assert len(scalars) <= 1 and (not scalars or sources[-1].is_scalar)
     buffers = [s for s in sources if not s.is_scalar]
     views = [dst, *buffers]
     issue, inner = split_issue_dims(tile, range(len(tile)))
-    shape = [tile[l] for l in inner] or [1]
+    shape = [tile[dim] for dim in inner] or [1]
 
     def body(ivs: list[ir.Value]) -> None:
-        accesses = [(0, tuple(v.strides[l] for l in issue)) for v in views]
-        strides = [[v.strides[l] for l in inner] or [0] for v in views]
+        accesses = [(0, tuple(v.strides[dim] for dim in issue)) for v in views]
+        strides = [[v.strides[dim] for dim in inner] or [0] for v in views]
         accel.vector(
             kind,
             dst.buffer,
@@ -83,4 +79,4 @@ def emit_vector(
             scalar=scalars[0].scalar if scalars else None,
         )
 
-    with_issue_loops([tile[l] for l in issue], body)
+    with_issue_loops([tile[dim] for dim in issue], body)

@@ -79,8 +79,8 @@ class TileOperand:
         """Element stride in the tile buffer per loop of the operator."""
         strides = self.box_strides
         return tuple(
-            sum(strides[r] * row[l] for r, row in enumerate(self.access.coeffs))
-            for l in range(self.access.num_loops)
+            sum(strides[r] * row[loop_dim] for r, row in enumerate(self.access.coeffs))
+            for loop_dim in range(self.access.num_loops)
         )
 
 
@@ -143,13 +143,21 @@ class TileNest:
         dram_access = (c0, tuple(coeffs))
         if to_scratchpad:
             token = accel.dma_start(
-                operand.buffer, dram.buffer, ivs, shape,
-                [spm_access, dram_access], [spm_strides, dram_strides],
+                operand.buffer,
+                dram.buffer,
+                ivs,
+                shape,
+                [spm_access, dram_access],
+                [spm_strides, dram_strides],
             )
         else:
             token = accel.dma_start(
-                dram.buffer, operand.buffer, ivs, shape,
-                [dram_access, spm_access], [dram_strides, spm_strides],
+                dram.buffer,
+                operand.buffer,
+                ivs,
+                shape,
+                [dram_access, spm_access],
+                [dram_strides, spm_strides],
             )
         accel.dma_wait(token)
 
@@ -157,14 +165,18 @@ class TileNest:
 def _fill(operand: TileOperand) -> None:
     assert operand.buffer is not None and operand.fill is not None
     accel.vector(
-        "copy", operand.buffer, [], [], [operand.elements], [(0, ())], [[1]],
+        "copy",
+        operand.buffer,
+        [],
+        [],
+        [operand.elements],
+        [(0, ())],
+        [[1]],
         scalar=operand.fill,
     )
 
 
-def merge_contiguous(
-    shape: list[int], *stride_lists: list[int]
-) -> tuple[list[int], ...]:
+def merge_contiguous(shape: list[int], *stride_lists: list[int]) -> tuple[list[int], ...]:
     """Merge adjacent dims that are contiguous in every view (fewer, longer DMA rows)."""
     out_shape = [shape[0]]
     out_strides = [[strides[0]] for strides in stride_lists]

@@ -24,36 +24,88 @@ from polyfuse.errors import UnsupportedError
 from polyfuse.lowering.tile_compute import TileView, emit_vector
 
 BINARY = {
-    "arith.addf": "add", "arith.subf": "sub", "arith.mulf": "mul", "arith.divf": "div",
-    "arith.maximumf": "max", "arith.minimumf": "min", "arith.maxnumf": "maxnum",
-    "arith.minnumf": "minnum", "math.powf": "pow",
+    "arith.addf": "add",
+    "arith.subf": "sub",
+    "arith.mulf": "mul",
+    "arith.divf": "div",
+    "arith.maximumf": "max",
+    "arith.minimumf": "min",
+    "arith.maxnumf": "maxnum",
+    "arith.minnumf": "minnum",
+    "math.powf": "pow",
 }
 UNARY = {
-    "arith.negf": "neg", "math.exp": "exp", "math.log": "log", "math.tanh": "tanh",
-    "math.erf": "erf", "math.sqrt": "sqrt", "math.rsqrt": "rsqrt", "math.absf": "abs",
-    "math.log1p": "log1p", "math.expm1": "expm1", "math.sin": "sin", "math.cos": "cos",
-    "math.floor": "floor", "math.ceil": "ceil",
+    "arith.negf": "neg",
+    "math.exp": "exp",
+    "math.log": "log",
+    "math.tanh": "tanh",
+    "math.erf": "erf",
+    "math.sqrt": "sqrt",
+    "math.rsqrt": "rsqrt",
+    "math.absf": "abs",
+    "math.log1p": "log1p",
+    "math.expm1": "expm1",
+    "math.sin": "sin",
+    "math.cos": "cos",
+    "math.floor": "floor",
+    "math.ceil": "ceil",
 }
 COMMUTATIVE = {"add", "mul", "max", "min", "maxnum", "minnum"}
 # arith.CmpFPredicate values → vector kinds (false/ord/uno/true are not supported).
 CMP_PREDICATES = {
-    1: "cmp_oeq", 2: "cmp_ogt", 3: "cmp_oge", 4: "cmp_olt", 5: "cmp_ole", 6: "cmp_one",
-    8: "cmp_ueq", 9: "cmp_ugt", 10: "cmp_uge", 11: "cmp_ult", 12: "cmp_ule", 13: "cmp_une",
+    1: "cmp_oeq",
+    2: "cmp_ogt",
+    3: "cmp_oge",
+    4: "cmp_olt",
+    5: "cmp_ole",
+    6: "cmp_one",
+    8: "cmp_ueq",
+    9: "cmp_ugt",
+    10: "cmp_uge",
+    11: "cmp_ult",
+    12: "cmp_ule",
+    13: "cmp_une",
 }
 SWAPPED_CMP = {
-    "cmp_ogt": "cmp_olt", "cmp_olt": "cmp_ogt", "cmp_oge": "cmp_ole", "cmp_ole": "cmp_oge",
-    "cmp_ugt": "cmp_ult", "cmp_ult": "cmp_ugt", "cmp_uge": "cmp_ule", "cmp_ule": "cmp_uge",
-    "cmp_oeq": "cmp_oeq", "cmp_one": "cmp_one", "cmp_ueq": "cmp_ueq", "cmp_une": "cmp_une",
+    "cmp_ogt": "cmp_olt",
+    "cmp_olt": "cmp_ogt",
+    "cmp_oge": "cmp_ole",
+    "cmp_ole": "cmp_oge",
+    "cmp_ugt": "cmp_ult",
+    "cmp_ult": "cmp_ugt",
+    "cmp_uge": "cmp_ule",
+    "cmp_ule": "cmp_uge",
+    "cmp_oeq": "cmp_oeq",
+    "cmp_one": "cmp_one",
+    "cmp_ueq": "cmp_ueq",
+    "cmp_une": "cmp_une",
 }
 PASS_THROUGH = {"arith.extf", "arith.truncf"}  # f32/f64 both run as f32 on the accelerator
 
 _NUMPY: dict[str, Callable[..., float]] = {
-    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b, "max": max, "min": min, "maxnum": max, "minnum": min,
-    "pow": lambda a, b: a**b, "neg": lambda a: -a, "exp": math.exp, "log": math.log,
-    "tanh": math.tanh, "erf": math.erf, "sqrt": math.sqrt, "rsqrt": lambda a: 1 / math.sqrt(a),
-    "abs": abs, "log1p": math.log1p, "expm1": math.expm1, "sin": math.sin, "cos": math.cos,
-    "floor": math.floor, "ceil": math.ceil,
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "max": max,
+    "min": min,
+    "maxnum": max,
+    "minnum": min,
+    "pow": lambda a, b: a**b,
+    "neg": lambda a: -a,
+    "exp": math.exp,
+    "log": math.log,
+    "tanh": math.tanh,
+    "erf": math.erf,
+    "sqrt": math.sqrt,
+    "rsqrt": lambda a: 1 / math.sqrt(a),
+    "abs": abs,
+    "log1p": math.log1p,
+    "expm1": math.expm1,
+    "sin": math.sin,
+    "cos": math.cos,
+    "floor": math.floor,
+    "ceil": math.ceil,
 }
 
 
@@ -113,7 +165,15 @@ def plan_body(block: ir.Block, live_yields: list[ir.Value]) -> BodyPlan:
     return plan
 
 
-SUPPORTED_OPS = {*BINARY, *UNARY, *PASS_THROUGH, "arith.constant", "arith.cmpf", "arith.select", "math.fma"}
+SUPPORTED_OPS = {
+    *BINARY,
+    *UNARY,
+    *PASS_THROUGH,
+    "arith.constant",
+    "arith.cmpf",
+    "arith.select",
+    "math.fma",
+}
 
 
 @dataclass
@@ -190,7 +250,9 @@ class BodyEmitter:
             return "fma", sources
         predicate = ir.IntegerAttr(op.attributes["predicate"]).value
         if predicate not in CMP_PREDICATES:
-            raise UnsupportedError(f"{_location(op)}: arith.cmpf predicate {predicate} is not supported")
+            raise UnsupportedError(
+                f"{_location(op)}: arith.cmpf predicate {predicate} is not supported"
+            )
         return CMP_PREDICATES[predicate], sources
 
     def _scalar_last(self, kind: str, sources: list[TileView]) -> tuple[str, list[TileView]]:
@@ -231,7 +293,14 @@ def _fold(kind: str, operands: list[float]) -> float:
     if kind.startswith("cmp_"):
         a, b = operands
         unordered = math.isnan(a) or math.isnan(b)
-        relation = {"eq": a == b, "gt": a > b, "ge": a >= b, "lt": a < b, "le": a <= b, "ne": a != b}[kind[-2:]]
+        relation = {
+            "eq": a == b,
+            "gt": a > b,
+            "ge": a >= b,
+            "lt": a < b,
+            "le": a <= b,
+            "ne": a != b,
+        }[kind[-2:]]
         if kind[4] == "u":
             return float(unordered or relation)
         return float(not unordered and relation)

@@ -63,7 +63,9 @@ class _Serializer:
         block = func_op.regions[0].blocks[0]
         for position, arg in enumerate(block.arguments):
             shape = tuple(ir.MemRefType(arg.type).shape)
-            role, index = ("input", position) if position < num_inputs else ("output", position - num_inputs)
+            role, index = (
+                ("input", position) if position < num_inputs else ("output", position - num_inputs)
+            )
             self.dram[arg] = len(self.buffers)
             self.buffers.append(DramBuffer(role, shape, index=index))
         self.block(block, depth=0)
@@ -77,13 +79,16 @@ class _Serializer:
         if name == "memref.get_global":
             symbol = ir.FlatSymbolRefAttr(op.attributes["name"]).value
             self.dram[op.result] = len(self.buffers)
-            self.buffers.append(self._global_buffer(symbol, tuple(ir.MemRefType(op.result.type).shape)))
+            self.buffers.append(
+                self._global_buffer(symbol, tuple(ir.MemRefType(op.result.type).shape))
+            )
         elif name == "memref.alloc":
-            init = op.attributes[INIT_ATTRIBUTE] if INIT_ATTRIBUTE in op.attributes else None
+            init = op.attributes.get(INIT_ATTRIBUTE)
             self.dram[op.result] = len(self.buffers)
             self.buffers.append(
                 DramBuffer(
-                    "intermediate", tuple(ir.MemRefType(op.result.type).shape),
+                    "intermediate",
+                    tuple(ir.MemRefType(op.result.type).shape),
                     init=ir.FloatAttr(init).value if init is not None else None,
                 )
             )
@@ -107,8 +112,12 @@ class _Serializer:
             sources = views[1:] + ([View.imm()] if scalar is not None else [])
             kind = VectorKind[accel.read_kind(op).upper()]
             self.builder.vector(
-                kind, views[0], sources, accel.read_shape(op),
-                immediate=scalar or 0.0, location=location_text(op),
+                kind,
+                views[0],
+                sources,
+                accel.read_shape(op),
+                immediate=scalar or 0.0,
+                location=location_text(op),
             )
         elif name in ("accel.dealloc", "affine.yield", "func.return", "memref.dealloc"):
             return
@@ -154,7 +163,9 @@ class _Serializer:
         accesses = accel.read_accesses(op)
         strides = accel.read_strides(op)
         views = []
-        for buffer, (c0, coeffs), view_strides in zip(operands.buffers, accesses, strides, strict=True):
+        for buffer, (c0, coeffs), view_strides in zip(
+            operands.buffers, accesses, strides, strict=True
+        ):
             loop_coeffs = [0] * MAX_LOOP_DEPTH
             for iv, coeff in zip(operands.ivs, coeffs, strict=True):
                 loop_coeffs[self.iv_depth[iv]] += coeff
@@ -163,11 +174,15 @@ class _Serializer:
             elif buffer in self.dram:
                 views.append(View.dram(self.dram[buffer], c0, loop_coeffs, view_strides))
             else:
-                raise UnsupportedError(f"{location_text(op)}: operand {buffer} is not a known buffer")
+                raise UnsupportedError(
+                    f"{location_text(op)}: operand {buffer} is not a known buffer"
+                )
         return views
 
 
-def serialize(module_op: ir.Operation, function: str = "forward", num_inputs: int | None = None) -> SerializedProgram:
+def serialize(
+    module_op: ir.Operation, function: str = "forward", num_inputs: int | None = None
+) -> SerializedProgram:
     """The instruction table of accel function `function` in `module_op`."""
     for view in module_op.regions[0].blocks[0].operations:
         op = view.operation

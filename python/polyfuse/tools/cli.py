@@ -1,8 +1,8 @@
 """`polyfuse`: compile a bundled model, run it on the emulated accelerator, report.
 
-    polyfuse run resnet18 --target edge       compile, emulate, check against PyTorch
-    polyfuse models                           the bundled models
-    polyfuse targets                          the target presets
+polyfuse run resnet18 --target edge       compile, emulate, check against PyTorch
+polyfuse models                           the bundled models
+polyfuse targets                          the target presets
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     compiled = polyfuse_compile(model, inputs, args.target)
     compile_seconds = time.perf_counter() - start
-    status.say(f"running on the emulated accelerator ({len(compiled.serialized.program):,} instructions)")
+    status.say(
+        f"running on the emulated accelerator ({len(compiled.serialized.program):,} instructions)"
+    )
     output = compiled(*inputs)
     with torch.no_grad():
         reference = model(*inputs)
@@ -40,16 +42,24 @@ def _run(args: argparse.Namespace) -> int:
     error = float((output - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
     report = compiled.report
     assert report is not None
-    print(report.format(title=f"{args.model} on '{args.target}' (layer by layer, batch {args.batch})"))
+    print(
+        report.format(title=f"{args.model} on '{args.target}' (layer by layer, batch {args.batch})")
+    )
     matches = error <= TOLERANCE
     verdict = "matches" if matches else "DOES NOT match"
     print(f"{verdict} eager PyTorch: max relative error {error:.2e} (tolerance {TOLERANCE:.0e})")
-    print(f"compiled in {compile_seconds:.2f} s: " + ", ".join(
-        f"{stage} {seconds:.2f}" for stage, seconds in compiled.compile_seconds.items()
-    ))
+    print(
+        f"compiled in {compile_seconds:.2f} s: "
+        + ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in compiled.compile_seconds.items())
+    )
     if args.json:
-        record = {"model": args.model, "batch": args.batch, "max_rel_err": error,
-                  "compile_s": compile_seconds, **report.as_dict()}
+        record = {
+            "model": args.model,
+            "batch": args.batch,
+            "max_rel_err": error,
+            "compile_s": compile_seconds,
+            **report.as_dict(),
+        }
         with open(args.json, "w") as handle:
             json.dump(record, handle, indent=2)
     return 0 if matches else 1

@@ -24,8 +24,15 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 @pytest.mark.parametrize(
     "name",
-    ["mlp", "lenet", "basic_block", "basic_block_strided", "bottleneck", "inverted_residual",
-     "transformer_encoder"],
+    [
+        "mlp",
+        "lenet",
+        "basic_block",
+        "basic_block_strided",
+        "bottleneck",
+        "inverted_residual",
+        "transformer_encoder",
+    ],
 )
 def test_small_models_match_eager(name: str) -> None:
     model, inputs = get_model(name)

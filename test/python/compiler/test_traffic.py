@@ -40,7 +40,9 @@ class MatMul(torch.nn.Module):
         return a @ b
 
 
-def _traffic(model: torch.nn.Module, inputs: list[torch.Tensor], target: object) -> tuple[int, int, int]:
+def _traffic(
+    model: torch.nn.Module, inputs: list[torch.Tensor], target: object
+) -> tuple[int, int, int]:
     compiled = polyfuse.compile(model, inputs, target=target)  # type: ignore[arg-type]
     with torch.no_grad():
         torch.testing.assert_close(compiled(*inputs), model(*inputs), rtol=1e-4, atol=1e-5)

@@ -34,7 +34,9 @@ def brute_force_traffic(m: int, n: int, k: int, capacity: int) -> int:
         for outer, inner in ((0, 1), (1, 0)):
             order = [loop for loop in (outer, inner, 2) if trips[loop] > 1]
 
-            def loads(used: set[int], box: int, order: list[int] = order) -> int:
+            def loads(
+                used: set[int], box: int, order: list[int] = order, trips: tuple[int, ...] = trips
+            ) -> int:
                 depth = max((i + 1 for i, loop in enumerate(order) if loop in used), default=0)
                 count = 1
                 for loop in order[:depth]:
