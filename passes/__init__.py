@@ -6,10 +6,12 @@ Adding a pass = one file here + one line in `_PASSES` + one lit test named after
 from __future__ import annotations
 
 from polyfuse.pass_base import ModulePass
+from polyfuse.passes.dump_poly import DumpPoly
 from polyfuse.passes.lower_to_accel import LowerToAccel
 from polyfuse.passes.verify_accel import VerifyAccel
 
 _PASSES: list[type[ModulePass]] = [
+    DumpPoly,
     LowerToAccel,
     VerifyAccel,
 ]
