@@ -1,0 +1,333 @@
+"""The embedding as a constraint problem, solved with OR-Tools CP-SAT.
+
+Variables (dims of extent 1 are left out; they change nothing):
+
+    transposed                 swap the streamed and the stationary operand
+    place[d, slot]             dim d goes to slot (stream, block_in, block_out, loops);
+                               legal slots follow from d's role and `transposed`
+    pack[d, p]                 batch dim d: p of it on the diagonal, d/p in an issue loop
+
+Each slot's merged extent is the product of its dims' extents; the cost is the one of
+`cycles_of` (embedding.py), written with CP-SAT's multiplication and division
+constraints:
+
+    cycles = loops * ceil(IN / block_in) * ceil(OUT / block_out)
+                   * (ceil(S / batch) + fill * ceil(S / stream_limit))
+
+`solve` minimises cycles, then enumerates every embedding with the optimal cycle count
+and keeps the one with the least layout-change traffic (layout.py). `enumerate_embeddings`
+lists every feasible embedding with its cycles.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from polyfuse.embedding.embedding import Embedding, Part, check_embedding, cycles_of
+from polyfuse.embedding.instruction import InstructionModel
+from polyfuse.embedding.layout import LayoutCost, dim_strides, layout_cost, part_stride
+from polyfuse.embedding.operators import ContractionOp
+
+# The lowering nests issue loops inside the 8 loop levels of the emulator, with three
+# levels for the stream, output and reduction tiles.
+MAX_ISSUE_LOOPS = 5
+TIME_LIMIT_S = 0.45
+
+
+@dataclass
+class _Model:
+    model: cp_model.CpModel
+    transposed: cp_model.IntVar
+    place: dict[tuple[str, str], cp_model.IntVar]
+    pack: dict[tuple[str, int], cp_model.IntVar]
+    cycles: cp_model.IntVar
+
+
+def _slots_for(role: str) -> tuple[str, ...]:
+    return {
+        "lhs": ("stream", "block_out", "loops"),
+        "rhs": ("stream", "block_out", "loops"),
+        "reduction": ("block_in", "loops"),
+    }[role]
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _product(
+    model: cp_model.CpModel, name: str, factors: list[cp_model.IntVar], bound: int
+) -> cp_model.IntVar:
+    result = model.new_int_var(1, max(1, bound), name)
+    if not factors:
+        model.add(result == 1)
+    elif len(factors) == 1:
+        model.add(result == factors[0])
+    else:
+        model.add_multiplication_equality(result, factors)
+    return result
+
+
+def _ceil_div(
+    model: cp_model.CpModel, name: str, value: cp_model.IntVar, bound: int, divisor: int
+) -> cp_model.IntVar:
+    if divisor == 1:
+        return value
+    shifted = model.new_int_var(divisor, bound + divisor - 1, name + "_shifted")
+    model.add(shifted == value + divisor - 1)
+    result = model.new_int_var(1, -(-bound // divisor), name)
+    model.add_division_equality(result, shifted, divisor)
+    return result
+
+
+def _build(op: ContractionOp, instruction: InstructionModel) -> _Model:
+    model = cp_model.CpModel()
+    transposed = model.new_bool_var("transposed")
+    place: dict[tuple[str, str], cp_model.IntVar] = {}
+    pack: dict[tuple[str, int], cp_model.IntVar] = {}
+    factors: dict[str, list[cp_model.IntVar]] = {
+        s: [] for s in ("stream", "block_in", "block_out", "diagonal", "loops")
+    }
+    bounds = dict.fromkeys(factors, 1)
+    role_loops: dict[str, list[cp_model.IntVar]] = {
+        r: [] for r in ("lhs", "rhs", "reduction", "batch")
+    }
+    role_product = dict.fromkeys(role_loops, 1)
+    loop_count = []
+    for dim, extent in op.dims:
+        if extent == 1:
+            continue
+        role = op.role(dim)
+        if role == "batch":
+            choices = {p: model.new_bool_var(f"pack_{dim}_{p}") for p in _divisors(extent)}
+            model.add_exactly_one(choices.values())
+            pack.update({(dim, p): var for p, var in choices.items()})
+            diag = model.new_int_var(1, extent, f"diag_{dim}")
+            model.add(diag == sum(p * var for p, var in choices.items()))
+            outer = model.new_int_var(1, extent, f"outer_{dim}")
+            model.add(outer == sum((extent // p) * var for p, var in choices.items()))
+            factors["diagonal"].append(diag)
+            role_loops["batch"].append(outer)
+            role_product["batch"] *= extent
+            bounds["diagonal"] *= extent
+            bounds["loops"] *= extent
+            loop_count.append(1 - choices[extent])
+            continue
+        slots = _slots_for(role)
+        vars_ = {slot: model.new_bool_var(f"place_{dim}_{slot}") for slot in slots}
+        model.add_exactly_one(vars_.values())
+        if role == "lhs":
+            model.add(vars_["stream"] == 0).only_enforce_if(transposed)
+            model.add(vars_["block_out"] == 0).only_enforce_if(transposed.Not())
+        elif role == "rhs":
+            model.add(vars_["stream"] == 0).only_enforce_if(transposed.Not())
+            model.add(vars_["block_out"] == 0).only_enforce_if(transposed)
+        role_product[role] *= extent
+        for slot, var in vars_.items():
+            place[(dim, slot)] = var
+            factor = model.new_int_var(1, extent, f"f_{dim}_{slot}")
+            model.add(factor == 1 + (extent - 1) * var)
+            if slot == "loops":
+                role_loops[role].append(factor)
+            else:
+                factors[slot].append(factor)
+                bounds[slot] *= extent
+        loop_count.append(vars_["loops"])
+    model.add(sum(loop_count) <= MAX_ISSUE_LOOPS)
+    factors["loops"] = [v for r in role_loops.values() for v in r]
+
+    # Each product below is kept small enough for CP-SAT's overflow check by pairing a
+    # slot with the issue loops of the same role (their product is the role's extent).
+    side = max(role_product["lhs"], role_product["rhs"])
+    d_bound = bounds["diagonal"]
+    fill = instruction.fill_cycles
+    stream = _product(model, "S", factors["stream"], min(bounds["stream"], side))
+    diag = _product(model, "D", factors["diagonal"], d_bound)
+    rows = _product(model, "IN_r", factors["block_in"], bounds["block_in"])
+    cols = _product(model, "OUT_r", factors["block_out"], min(bounds["block_out"], side))
+    in_bound = d_bound * bounds["block_in"]
+    out_bound = d_bound * min(bounds["block_out"], side)
+    in_extent = _product(model, "IN", [diag, rows], in_bound)
+    out_extent = _product(model, "OUT", [diag, cols], out_bound)
+    in_blocks = _ceil_div(model, "IN_blocks", in_extent, in_bound, instruction.block_in)
+    out_blocks = _ceil_div(model, "OUT_blocks", out_extent, out_bound, instruction.block_out)
+    s_bound = min(bounds["stream"], side)
+    stream_steps = _ceil_div(model, "S_steps", stream, s_bound, instruction.batch)
+    issues = _ceil_div(model, "S_issues", stream, s_bound, instruction.stream_limit)
+    per_block_bound = -(-s_bound // instruction.batch) + fill * s_bound
+    per_block = model.new_int_var(1, per_block_bound, "per_block")
+    model.add(per_block == stream_steps + fill * issues)
+    red_loops = _product(model, "L_red", role_loops["reduction"], role_product["reduction"])
+    side_loops = _product(
+        model,
+        "L_side",
+        role_loops["lhs"] + role_loops["rhs"],
+        role_product["lhs"] * role_product["rhs"],
+    )
+    batch_loops = _product(model, "L_batch", role_loops["batch"], role_product["batch"])
+    reduction = _product(
+        model, "X_red", [red_loops, in_blocks], role_product["reduction"] * d_bound
+    )
+    columns = _product(model, "Y_cols", [out_blocks, per_block], out_bound * per_block_bound)
+    sides = _product(
+        model,
+        "Y_side",
+        [side_loops, columns],
+        role_product["lhs"] * role_product["rhs"] * d_bound * (1 + fill),
+    )
+    cycle_bound = op.macs * d_bound * d_bound * (1 + fill)
+    cycles = _product(model, "cycles", [reduction, sides, batch_loops], cycle_bound)
+    return _Model(model, transposed, place, pack, cycles)
+
+
+def _extract(op: ContractionOp, m: _Model, value: dict[str, int]) -> Embedding:
+    """The embedding of one CP-SAT assignment, merged dims in a canonical order."""
+    slots: dict[str, list[Part]] = {
+        s: [] for s in ("stream", "block_in", "block_out", "diagonal", "loops")
+    }
+    extents = op.extents
+    for (dim, slot), var in m.place.items():
+        if value[var.name]:
+            slots[slot].append(Part(dim, extents[dim]))
+    for (dim, p), var in m.pack.items():
+        if not value[var.name]:
+            continue
+        if p > 1:
+            slots["diagonal"].append(Part(dim, p))
+        if p < extents[dim]:
+            slots["loops"].append(Part(dim, extents[dim] // p, p))
+    return Embedding(
+        bool(value[m.transposed.name]),
+        tuple(slots["stream"]),
+        tuple(slots["block_in"]),
+        tuple(slots["block_out"]),
+        tuple(slots["diagonal"]),
+        tuple(slots["loops"]),
+    )
+
+
+def _ordered(parts: tuple[Part, ...], strides: dict[str, int]) -> tuple[Part, ...]:
+    return tuple(sorted(parts, key=lambda p: -part_stride(strides, p)))
+
+
+def best_order(
+    op: ContractionOp, emb: Embedding, instruction: InstructionModel
+) -> tuple[Embedding, LayoutCost]:
+    """The order of merged dims that needs the least layout-change traffic."""
+    streamed = dim_strides(op, op.operand(emb.streamed()))
+    stationary = dim_strides(op, op.operand(emb.stationary()))
+    output = dim_strides(op, op.out)
+    best: tuple[Embedding, LayoutCost] | None = None
+    for in_strides in (streamed, stationary):
+        for out_strides in (output, stationary):
+            candidate = Embedding(
+                emb.transposed,
+                _ordered(emb.stream, streamed),
+                _ordered(emb.block_in, in_strides),
+                _ordered(emb.block_out, out_strides),
+                _ordered(emb.diagonal, stationary),
+                _ordered(emb.loops, output),
+            )
+            cost = layout_cost(op, candidate, instruction)
+            if best is None or cost.bytes < best[1].bytes:
+                best = (candidate, cost)
+    assert best is not None
+    return best
+
+
+class _Collector(cp_model.CpSolverSolutionCallback):
+    def __init__(self, m: _Model, limit: int) -> None:
+        super().__init__()
+        self._m = m
+        self._limit = limit
+        self.values: list[dict[str, int]] = []
+
+    def on_solution_callback(self) -> None:
+        variables = [
+            self._m.transposed,
+            *self._m.place.values(),
+            *self._m.pack.values(),
+            self._m.cycles,
+        ]
+        self.values.append({v.name: self.value(v) for v in variables})
+        if len(self.values) >= self._limit:
+            self.stop_search()
+
+
+def _enumerate(m: _Model, limit: int) -> list[dict[str, int]]:
+    solver = cp_model.CpSolver()
+    solver.parameters.enumerate_all_solutions = True
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = TIME_LIMIT_S
+    collector = _Collector(m, limit)
+    solver.solve(m.model, collector)
+    return collector.values
+
+
+def enumerate_embeddings(
+    op: ContractionOp, instruction: InstructionModel, limit: int = 100000
+) -> list[tuple[Embedding, int]]:
+    """Every feasible embedding of `op` (up to `limit`) with the cycles CP-SAT computed."""
+    m = _build(op, instruction)
+    return [(_extract(op, m, v), v["cycles"]) for v in _enumerate(m, limit)]
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The chosen embedding: optimal PE cycles, then least layout traffic among those."""
+
+    embedding: Embedding
+    cycles: int
+    layout: LayoutCost
+    optimal_embeddings: int  # how many embeddings reach the optimal cycle count
+    optimal: bool  # CP-SAT proved the cycle count optimal
+    solve_s: float
+
+
+def solve(op: ContractionOp, instruction: InstructionModel) -> Solution:
+    """Solves the embedding problem of `op` on `instruction`."""
+    start = time.perf_counter()
+    m = _build(op, instruction)
+    m.model.minimize(m.cycles)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = TIME_LIMIT_S
+    status = solver.solve(m.model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise RuntimeError(f"{op.label}: no embedding found ({solver.status_name(status)})")
+    best_cycles = int(solver.value(m.cycles))
+    m2 = _build(op, instruction)
+    m2.model.add(m2.cycles == best_cycles)
+    candidates = _enumerate(m2, 5000)
+    best: tuple[tuple[int, int, str], Embedding, LayoutCost] | None = None
+    for value in candidates:
+        emb, cost = best_order(op, _extract(op, m2, value), instruction)
+        key = (cost.bytes, len(emb.loops), emb.describe())
+        if best is None or key < best[0]:
+            best = (key, emb, cost)
+    assert best is not None
+    _, emb, cost = best
+    check_embedding(op, emb)
+    if cycles_of(emb, instruction) != best_cycles:
+        raise AssertionError(
+            f"{op.label}: model cycles {best_cycles} != cost {cycles_of(emb, instruction)}"
+        )
+    return Solution(
+        emb,
+        best_cycles,
+        cost,
+        len(candidates),
+        status == cp_model.OPTIMAL,
+        time.perf_counter() - start,
+    )
+
+
+def fixed_solution_cost(
+    op: ContractionOp, emb: Embedding, instruction: InstructionModel
+) -> tuple[int, LayoutCost]:
+    """Cycles and layout traffic of a given (e.g. the fixed) embedding."""
+    check_embedding(op, emb)
+    return cycles_of(emb, instruction), layout_cost(op, emb, instruction)
