@@ -21,5 +21,8 @@ def run(
     spm_elements: int,
     timing: np.ndarray,
     check: bool = True,
+    sanitize: bool = False,
+    trace_limit: int = 0,
+    trace_merge_gap: float = 0.0,
 ) -> dict[str, Any]: ...
 def set_num_threads(threads: int) -> None: ...

@@ -1,23 +1,35 @@
 """Running accel programs on the emulated accelerator.
 
 `execute` runs a `Program` (see `program.py`) against DRAM buffers given as numpy arrays,
-which it updates in place, and returns what the machine did and how long each engine was
+which it updates in place, and returns what the machine did and when each engine was
 busy. The interpreter is native (`native/`, built as `polyfuse.runtime._emulator`); an
 illegal program raises `polyfuse.errors.EmulatorTrap` naming the instruction and where it
 came from.
 
-Timing model (engines run serially, so `cycles_serial` is an upper bound):
-    DMA      dma_latency_cycles + ceil(bytes / dma_bytes_per_cycle)
-    MATMUL   ceil(K / pe_rows) * ceil(N / pe_cols) * (M + pe_rows + pe_cols)
-             (a weight-stationary pe_rows x pe_cols array; M = M1*M2, K = K1*K2*K3)
-    VECTOR   ceil(elements / vector_width) + vector_latency_cycles
+Timing model (native/timing.h has the details). Four engines — DMA in, DMA out, PE array,
+vector unit — each run their own queue in program order; across engines an instruction
+waits for the instructions it depends on (read/write hazards on scratchpad and DRAM
+ranges, the dependency tokens a compiler inserts for decoupled engines). `cycles` is the
+critical path through the engines' timelines; `cycles_serial` runs the same instructions
+one at a time (the baseline without overlap).
+    DMA      busy ceil(bus bytes / dma_bytes_per_cycle), every contiguous DRAM run rounded
+             up to whole bursts; the data is there dma_latency_cycles later
+    MATMUL   weight-stationary: ceil(K/rows) * ceil(N/cols) * (2*rows + cols + M - 2)
+             output-stationary: ceil(M/rows) * ceil(N/cols) * (2*rows + cols + K - 2)
+             (M = M1*M2, K = K1*K2*K3; SCALE-Sim's compute model)
+    VECTOR   busy ceil(elements / vector_width); the result vector_latency_cycles later
+
+`sanitize=True` also shadows every scratchpad element (see native/sanitizer.h): reading
+an element never written since its buffer was allocated, and a DMA load over a result
+nothing has read yet, trap; reading a DMA destination before its wait always traps when
+checks are on.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy_openblas32
@@ -36,6 +48,8 @@ ctypes.CDLL(
 from polyfuse.runtime import _emulator  # noqa: E402
 
 FLOAT_BYTES = 4
+DATAFLOWS = ("weight-stationary", "output-stationary")
+ENGINES = ("DMA in", "DMA out", "PE array", "vector")
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,12 @@ class MachineParams:
     pe_cols: int
     vector_width: int
     vector_latency_cycles: float = 0
+    dataflow: str = "weight-stationary"
+    # A DRAM burst: every contiguous run of a DMA costs whole bursts of this many bytes
+    # (64 B, one DDR4 burst of a 64-bit channel; 0 turns the rounding off).
+    dma_burst_bytes: int = 64
+    # Engines run concurrently (False: one instruction at a time, the no-overlap baseline).
+    overlap: bool = True
 
     def __post_init__(self) -> None:
         if self.spm_bytes < 0 or self.spm_bytes % FLOAT_BYTES:
@@ -64,6 +84,10 @@ class MachineParams:
             )
         if self.dma_latency_cycles < 0 or self.vector_latency_cycles < 0:
             raise TargetError("latencies must be non-negative")
+        if self.dataflow not in DATAFLOWS:
+            raise TargetError(f"dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}")
+        if self.dma_burst_bytes < 0:
+            raise TargetError(f"dma_burst_bytes must be non-negative, got {self.dma_burst_bytes}")
 
     @property
     def spm_elements(self) -> int:
@@ -79,14 +103,58 @@ class MachineParams:
                 self.pe_cols,
                 self.vector_width,
                 self.vector_latency_cycles,
+                DATAFLOWS.index(self.dataflow),
+                self.dma_burst_bytes,
+                1.0 if self.overlap else 0.0,
             ],
             dtype=np.float64,
         )
 
 
 @dataclass
+class LocationStats:
+    """What the instructions of one source location (one operator) did."""
+
+    location: str
+    dram_read_bytes: int
+    dram_write_bytes: int
+    macs: int
+    vector_elements: int
+    dma_load_cycles: float
+    dma_store_cycles: float
+    pe_cycles: float
+    vector_cycles: float
+    first_start: float  # -1: no timed instruction
+    last_finish: float
+
+    @property
+    def span_cycles(self) -> float:
+        return max(0.0, self.last_finish - self.first_start) if self.first_start >= 0 else 0.0
+
+    @property
+    def dma_cycles(self) -> float:
+        return self.dma_load_cycles + self.dma_store_cycles
+
+    @property
+    def compute_cycles(self) -> float:
+        return self.pe_cycles + self.vector_cycles
+
+
+@dataclass(frozen=True)
+class TraceSlice:
+    """An engine busy on one operator from `start` to `finish` (cycles)."""
+
+    engine: str
+    location: str
+    start: float
+    finish: float
+    busy: float
+    instructions: int
+
+
+@dataclass
 class ExecutionStats:
-    """What one run did. Byte counts are DRAM traffic of executed DMAs; cycles per engine."""
+    """What one run did. Byte counts are DRAM traffic of executed DMAs; busy cycles per engine."""
 
     dram_read_bytes: int
     dram_write_bytes: int
@@ -98,25 +166,48 @@ class ExecutionStats:
     vector_elements: int
     dma_load_cycles: float
     dma_store_cycles: float
-    pe_cycles: float
+    pe_cycles: float  # also the PE array's cycles with DMA assumed free (ideal memory)
     vector_cycles: float
+    cycles: float  # critical path through the engines' timelines
+    cycles_serial: float  # every instruction one after the other (no overlap)
     spm_peak_bytes: int
+    spm_live_peak_bytes: int
+    spm_live_average_bytes: float
     instructions: int
+    locations: list[LocationStats] = field(default_factory=list)
+    trace: list[TraceSlice] = field(default_factory=list)
+    trace_dropped: int = 0
+    occupancy: list[tuple[float, int]] = field(default_factory=list)  # (cycle, bytes allocated)
 
-    @property
-    def cycles_serial(self) -> float:
-        """Total cycles if no two engines ever overlap."""
-        return self.dma_load_cycles + self.dma_store_cycles + self.pe_cycles + self.vector_cycles
+    def engine_busy(self) -> dict[str, float]:
+        return dict(
+            zip(
+                ENGINES,
+                (self.dma_load_cycles, self.dma_store_cycles, self.pe_cycles, self.vector_cycles),
+                strict=True,
+            )
+        )
 
 
 def execute(
-    program: Program, dram: list[np.ndarray], machine: MachineParams, check: bool = True
+    program: Program,
+    dram: list[np.ndarray],
+    machine: MachineParams,
+    check: bool = True,
+    *,
+    sanitize: bool = False,
+    trace_limit: int = 0,
+    trace_merge_gap: float = 0.0,
 ) -> ExecutionStats:
     """Runs `program`, updating the DRAM buffers in place.
 
     `dram[i]` is DRAM buffer i: a writable C-contiguous float32 array (any shape; it is
     addressed as flat elements). With `check` false the DMA in-flight rules (reading before
-    a wait, overwriting data in flight, token misuse) are not checked; bounds always are.
+    a wait, overwriting data in flight, token misuse) and the allocation rules (overflow,
+    overlapping live buffers) are not checked; bounds always are. `sanitize` adds the
+    shadow-memory checks (and implies `check`). `trace_limit` > 0 records up to that many
+    engine slices; consecutive instructions of one operator on one engine within
+    `trace_merge_gap` cycles of each other form one slice.
     """
     buffers = [_flat_buffer(i, array) for i, array in enumerate(dram)]
     try:
@@ -127,6 +218,9 @@ def execute(
             machine.spm_elements,
             machine.timing_array(),
             check,
+            sanitize,
+            trace_limit,
+            trace_merge_gap,
         )
     except _emulator.EmulatorTrap as trap:
         message, pc, location_id = trap.args
@@ -137,7 +231,31 @@ def execute(
         raise EmulatorTrap(
             f"emulator trap at instruction {pc}{where}: {message}", pc, location
         ) from None
-    return ExecutionStats(**{f.name: counters[f.name] for f in fields(ExecutionStats)})
+    names = program.locations
+    per_location = counters["locations"]
+    locations = [
+        LocationStats(
+            location=names[i] if i < len(names) else "",
+            **{key: per_location[key][i] for key in _LOCATION_KEYS},
+        )
+        for i in range(len(per_location["macs"]))
+    ]
+    trace = [
+        TraceSlice(ENGINES[engine], names[loc] if 0 <= loc < len(names) else "", *rest)
+        for engine, loc, *rest in counters["trace"]
+    ]
+    scalar = {f.name: counters[f.name] for f in fields(ExecutionStats) if f.name not in _LISTS}
+    return ExecutionStats(
+        **scalar,
+        locations=locations,
+        trace=trace,
+        trace_dropped=counters["trace_dropped"],
+        occupancy=[(float(t), int(b)) for t, b in counters["occupancy"]],
+    )
+
+
+_LISTS = ("locations", "trace", "trace_dropped", "occupancy")
+_LOCATION_KEYS = [f.name for f in fields(LocationStats) if f.name != "location"]
 
 
 def set_num_threads(threads: int) -> None:

@@ -46,6 +46,9 @@ Operand order per opcode:
     OP_LOOP    begins a counted loop of `aux` trips at depth `sub` (0-based); its
                induction variable iv[sub] runs 0..aux-1.
     OP_ENDLOOP ends the loop that begins at pc `aux`.
+    OP_ALLOC   view0 = the scratchpad range [c0, c0 + shape[0]) becomes a live buffer (an
+               `accel.alloc`); with checks on, overflow or overlap with a live buffer traps.
+    OP_FREE    the buffer allocated by the OP_ALLOC at pc `aux` is released.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class Opcode(IntEnum):
     WAIT = 3
     MATMUL = 4
     VECTOR = 5
+    ALLOC = 6
+    FREE = 7
 
 
 class Memory(IntEnum):

@@ -140,6 +140,22 @@ class ProgramBuilder:
         self._encode_views(record, [dst, src], len(shape), "dma", ("dst", "src"))
         self._append(record, 0.0)
 
+    def alloc(self, offset: int, elements: int, location: str = "") -> int:
+        """Marks scratchpad elements [offset, offset + elements) live; returns the pc."""
+        if elements < 0:
+            raise ValueError(f"alloc: negative size {elements}")
+        record = self._new_record(Opcode.ALLOC, location)
+        record[W_SHAPE] = elements
+        record[VIEW_BASE + V_MEMORY] = Memory.SPM
+        record[VIEW_BASE + V_C0] = offset
+        return self._append(record, 0.0)
+
+    def free(self, alloc_pc: int, location: str = "") -> None:
+        """Releases the buffer allocated at pc `alloc_pc`."""
+        record = self._new_record(Opcode.FREE, location)
+        record[W_AUX] = alloc_pc
+        self._append(record, 0.0)
+
     def wait(self, token: int, location: str = "") -> None:
         """Waits for the DMA issued on `token`."""
         record = self._new_record(Opcode.WAIT, location)

@@ -3,7 +3,9 @@
 This is polyfuse's `mlir-translate`: `affine.for` loops become LOOP/ENDLOOP records,
 `accel.*` ops become DMA/WAIT/MATMUL/VECTOR records whose views carry the element
 offsets (scratchpad buffers are placed at their `accel.alloc` offsets; DRAM views name
-a buffer of the buffer table).
+a buffer of the buffer table). `accel.alloc`/`accel.dealloc` become ALLOC/FREE records,
+so the emulator checks the allocation (overflow, overlapping live buffers) and measures
+scratchpad occupancy over time.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class _Serializer:
         self.buffers: list[DramBuffer] = []
         self.dram: dict[ir.Value, int] = {}
         self.spm_base: dict[ir.Value, int] = {}
+        self.alloc_pc: dict[ir.Value, int] = {}
         self.iv_depth: dict[ir.Value, int] = {}
         self.tokens: dict[ir.Value, int] = {}
         self.globals: dict[str, ir.Operation] = {}
@@ -93,7 +96,14 @@ class _Serializer:
                 )
             )
         elif name == "accel.alloc":
-            self.spm_base[op.result] = ir.IntegerAttr(op.attributes["offset"]).value // 4
+            base = ir.IntegerAttr(op.attributes["offset"]).value // 4
+            self.spm_base[op.result] = base
+            elements = int(np.prod(ir.MemRefType(op.result.type).shape))
+            self.alloc_pc[op.result] = self.builder.alloc(base, elements, location_text(op))
+        elif name == "accel.dealloc":
+            buffer = op.operands[0]
+            if buffer in self.alloc_pc:
+                self.builder.free(self.alloc_pc[buffer], location_text(op))
         elif name == "affine.for":
             self._loop(op, depth)
         elif name == "accel.dma_start":
@@ -119,7 +129,7 @@ class _Serializer:
                 immediate=scalar or 0.0,
                 location=location_text(op),
             )
-        elif name in ("accel.dealloc", "affine.yield", "func.return", "memref.dealloc"):
+        elif name in ("affine.yield", "func.return", "memref.dealloc"):
             return
         else:
             raise UnsupportedError(

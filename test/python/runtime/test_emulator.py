@@ -439,8 +439,8 @@ def test_cycle_counts_follow_the_formulas() -> None:
         vector_latency_cycles=2,
     )
     builder = ProgramBuilder()
-    load(builder, 0, 0, 64)  # 256 bytes: 10 + ceil(256 / 3) = 96
-    # M = 5, N = 6, K = 7: ceil(7/4) * ceil(6/4) * (5 + 4 + 4) = 52 cycles, 210 MACs.
+    load(builder, 0, 0, 64)  # 256 contiguous bytes (4 bursts): busy ceil(256 / 3) = 86
+    # M = 5, N = 6, K = 7: ceil(7/4) * ceil(6/4) * (2*4 + 4 + 5 - 2) = 60 cycles, 210 MACs.
     builder.matmul(
         View.spm(100, strides=(0, 6, 1, 0, 0, 0)),
         View.spm(0, strides=(0, 7, 0, 0, 0, 1)),
@@ -448,17 +448,20 @@ def test_cycle_counts_follow_the_formulas() -> None:
         (1, 5, 6, 1, 1, 7),
         accumulate=False,
     )
-    # 37 elements: ceil(37 / 8) + 2 = 7 cycles.
+    # 37 elements: busy ceil(37 / 8) = 5, result 2 cycles later.
     builder.vector(VectorKind.NEG, View.spm(200, strides=(1,)), [View.spm(0, strides=(1,))], (37,))
-    store(builder, 0, 200, 10)  # 40 bytes: 10 + ceil(40 / 3) = 24
+    store(builder, 0, 200, 10)  # 40 bytes, one 64-byte burst: busy ceil(64 / 3) = 22
     stats = execute(builder.build(), [np.zeros(64, np.float32)], machine)
-    assert stats.dma_load_cycles == 96
-    assert stats.dma_store_cycles == 24
-    assert stats.pe_cycles == 52
+    assert stats.dma_load_cycles == 86
+    assert stats.dma_store_cycles == 22
+    assert stats.pe_cycles == 60
     assert stats.macs == 210
-    assert stats.vector_cycles == 7
+    assert stats.vector_cycles == 5
     assert stats.vector_elements == 37
-    assert stats.cycles_serial == 96 + 24 + 52 + 7
+    assert stats.cycles_serial == (86 + 10) + (22 + 10) + 60 + (5 + 2)
+    # The load ends at 96; the matmul (reads it) runs 96..156; the vector op (reads it too)
+    # runs 96..103 on its own engine, and the store of its result 103..135.
+    assert stats.cycles == 156
     assert (stats.matmuls, stats.vector_ops) == (1, 1)
     assert stats.spm_peak_bytes == 237 * 4
 

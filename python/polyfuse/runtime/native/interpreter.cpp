@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <memory>
+#include <utility>
 
+#include "sanitizer.h"
 #include "units.h"
 
 namespace polyfuse::emulator {
@@ -14,6 +17,8 @@ using isa::Record;
 const char* const kDmaRoles[] = {"destination", "source"};
 const char* const kMatmulRoles[] = {"C", "A", "B"};
 const char* const kVectorRoles[] = {"dst", "a", "b", "c"};
+const char* const kVectorSourceNames[] = {"vector source a", "vector source b",
+                                          "vector source c"};
 
 std::string memory_name(int64_t memory) {
   switch (memory) {
@@ -35,6 +40,12 @@ int64_t element_count(const Record& r) {
   return count;
 }
 
+// A live scratchpad allocation (accel.alloc executed, its accel.dealloc not yet).
+struct Allocation {
+  int64_t lo, hi;  // elements
+  int64_t pc;      // of the ALLOC
+};
+
 // A DMA issued and not yet waited for, with the scratchpad elements it is still moving.
 struct InFlightDma {
   int64_t token;
@@ -47,16 +58,21 @@ class Interpreter {
  public:
   Interpreter(const Record* records, const double* immediates, int64_t count,
               const std::vector<DramBuffer>& dram, int64_t spm_elements, const Timing& timing,
-              bool check)
+              const Options& options)
       : records_(records),
         immediates_(immediates),
         count_(count),
         dram_(dram),
         spm_(static_cast<size_t>(spm_elements), 0.0f),
         timing_(timing),
-        check_(check) {}
+        options_(options),
+        check_(options.check || options.sanitize),
+        timeline_(timing, static_cast<int64_t>(dram.size()), location_count(records, count),
+                  options.trace_limit, options.trace_merge_gap) {
+    if (options.sanitize) shadow_ = std::make_unique<Shadow>(spm_elements);
+  }
 
-  Counters run() {
+  RunResult run() {
     check_structure();
     for (pc_ = 0; pc_ < count_;) {
       const Record& r = records_[pc_];
@@ -81,6 +97,8 @@ class Interpreter {
         case isa::kWait: execute_wait(r); break;
         case isa::kMatmul: execute_matmul(r); break;
         case isa::kVector: execute_vector(r); break;
+        case isa::kAlloc: execute_alloc(r); break;
+        case isa::kFree: execute_free(r); break;
       }
       ++pc_;
     }
@@ -89,11 +107,35 @@ class Interpreter {
       trap("program ends with DMA token " + std::to_string(outstanding_.front().token) +
            " outstanding (issued here, never waited)");
     }
-    return counters_;
+    return finish();
   }
 
  private:
   [[noreturn]] void trap(const std::string& message) const { throw Trap(message, pc_); }
+
+  static int64_t location_count(const Record* records, int64_t count) {
+    int64_t most = -1;
+    for (int64_t pc = 0; pc < count; ++pc) most = std::max(most, records[pc].location);
+    return most + 1;
+  }
+
+  RunResult finish() {
+    RunResult result;
+    counters_.cycles = timeline_.makespan();
+    counters_.dma_load_cycles = timeline_.busy(kDmaIn);
+    counters_.dma_store_cycles = timeline_.busy(kDmaOut);
+    counters_.pe_cycles = timeline_.busy(kPeArray);
+    counters_.vector_cycles = timeline_.busy(kVectorUnit);
+    occupancy_change(0);  // closes the occupancy integral at the end of the program
+    counters_.spm_live_average_bytes =
+        counters_.cycles > 0 ? occupancy_area_ / counters_.cycles * 4 : 0.0;
+    result.counters = counters_;
+    result.locations = std::move(timeline_.locations());
+    result.trace = timeline_.trace();
+    result.trace_dropped = timeline_.trace_dropped();
+    result.occupancy = std::move(occupancy_);
+    return result;
+  }
 
   // Checks the static structure once (opcodes, loop nesting, shapes, views) and records where
   // each loop ends, so execution only has to check what depends on run-time values.
@@ -123,6 +165,15 @@ class Interpreter {
           open.pop_back();
           break;
         case isa::kWait: break;
+        case isa::kAlloc:
+          if (r.views[0].memory != isa::kSpm)
+            trap("alloc must name a scratchpad range, not " + memory_name(r.views[0].memory));
+          if (r.shape[0] < 0) trap("alloc of a negative size " + std::to_string(r.shape[0]));
+          break;
+        case isa::kFree:
+          if (r.aux < 0 || r.aux >= count_ || records_[r.aux].opcode != isa::kAlloc)
+            trap("free names instruction " + std::to_string(r.aux) + ", which is not an alloc");
+          break;
         case isa::kDma:
         case isa::kMatmul:
         case isa::kVector: check_operands(r, depth); break;
@@ -232,7 +283,107 @@ class Interpreter {
                         [token](const InFlightDma& dma) { return dma.token == token; });
   }
 
+  // ---- Sanitizer ----
+
+  std::string element_text(int64_t element) const {
+    std::string text = "scratchpad element " + std::to_string(element);
+    for (const Allocation& live : allocations_)
+      if (live.lo <= element && element < live.hi)
+        return text + " (element " + std::to_string(element - live.lo) +
+               " of the buffer allocated at instruction " + std::to_string(live.pc) + ")";
+    return text;
+  }
+
+  void sanitize_read(const Record& r, const Operand& op, const char* role) {
+    if (!shadow_ || op.memory != isa::kSpm || element_count(r) == 0) return;
+    const int64_t bad = shadow_->read(r.shape, op, spm_.data());
+    if (bad >= 0)
+      trap(std::string("sanitizer: ") + role + " reads " + element_text(bad) +
+           ", which was never written (since its buffer was allocated); load or compute it "
+           "before reading it");
+  }
+
+  void sanitize_write(const Record& r, const Operand& op, bool dma_load) {
+    if (!shadow_ || op.memory != isa::kSpm || element_count(r) == 0) return;
+    const int64_t bad = shadow_->write(r.shape, op, spm_.data(), pc_, dma_load);
+    if (bad >= 0)
+      trap("sanitizer: DMA load overwrites " + element_text(bad) +
+           ", which holds a result written at instruction " + std::to_string(shadow_->writer(bad)) +
+           " that nothing has read yet (store or use it before reusing the buffer)");
+  }
+
+  // ---- Allocation ----
+
+  void execute_alloc(const Record& r) {
+    const int64_t lo = r.views[0].c0, hi = lo + r.shape[0];
+    if (check_) {
+      const auto capacity = static_cast<int64_t>(spm_.size());
+      if (lo < 0 || hi > capacity)
+        trap("scratchpad allocation " + range_text(lo, hi) + " overflows the scratchpad of " +
+             std::to_string(capacity) + " elements (" + std::to_string(capacity * 4) + " bytes)");
+      for (const Allocation& live : allocations_)
+        if (lo < live.hi && live.lo < hi && lo < hi)
+          trap("scratchpad allocation " + range_text(lo, hi) + " overlaps the live buffer " +
+               range_text(live.lo, live.hi) + " allocated at instruction " +
+               std::to_string(live.pc) + " (not freed yet)");
+    }
+    allocations_.push_back({lo, hi, pc_});
+    if (shadow_) shadow_->reset(lo, hi);
+    occupancy_change(hi - lo);
+  }
+
+  void execute_free(const Record& r) {
+    auto live = std::find_if(allocations_.begin(), allocations_.end(),
+                             [&](const Allocation& a) { return a.pc == r.aux; });
+    if (live == allocations_.end()) {
+      if (check_)
+        trap("free of the buffer allocated at instruction " + std::to_string(r.aux) +
+             ", which is not live");
+      return;
+    }
+    if (check_) {
+      for (const InFlightDma& dma : outstanding_)
+        if (dma.lo < live->hi && live->lo < dma.hi)
+          trap("free of a buffer that DMA token " + std::to_string(dma.token) +
+               " (issued at instruction " + std::to_string(dma.pc) + ") still moves");
+    }
+    if (shadow_) shadow_->reset(live->lo, live->hi);
+    const int64_t elements = live->hi - live->lo;
+    allocations_.erase(live);
+    occupancy_change(-elements);
+  }
+
+  // Accumulates allocated-elements x cycles up to now, then applies the change.
+  void occupancy_change(int64_t delta) {
+    const double now = timeline_.makespan();
+    if (now > occupancy_time_) {
+      occupancy_area_ += static_cast<double>(live_elements_) * (now - occupancy_time_);
+      occupancy_time_ = now;
+    }
+    if (delta == 0) return;
+    live_elements_ += delta;
+    counters_.spm_live_peak_bytes = std::max(counters_.spm_live_peak_bytes, live_elements_ * 4);
+    if (occupancy_.size() < kMaxOccupancyEvents) occupancy_.push_back({now, live_elements_ * 4});
+  }
+
   // ---- Instructions ----
+
+  static Access access_of(const isa::ViewWords& v, const Operand& op, bool write) {
+    return {v.memory == isa::kDram ? v.buffer : -1, op.lo, op.hi, write};
+  }
+
+  // Contiguous DRAM runs of a DMA: (rows, elements per row).
+  static std::pair<int64_t, int64_t> dram_runs(const Record& r, const Operand& dram) {
+    LoopNest<1> nest;
+    for (int d = 0; d < kDims; ++d) {
+      nest.sizes[d] = r.shape[d];
+      nest.strides[0][d] = dram.strides[d];
+    }
+    nest = simplify(nest);
+    const int64_t elements = element_count(r);
+    const int64_t run = std::abs(nest.strides[0][kDims - 1]) == 1 ? nest.sizes[kDims - 1] : 1;
+    return {elements / run, run};
+  }
 
   void execute_dma(const Record& r) {
     const int64_t dst_memory = r.views[0].memory, src_memory = r.views[1].memory;
@@ -252,20 +403,30 @@ class Interpreter {
       if (is_load) check_write(dst, kDmaRoles[0]);
       if (is_store) check_read(src, kDmaRoles[1]);
     }
+    if (is_store) sanitize_read(r, src, "DMA store source");
+    if (is_load) sanitize_write(r, dst, /*dma_load=*/true);
     const int64_t elements = element_count(r);
     if (elements > 0) copy_unit(r.shape, dst, src);
 
     const int64_t bytes = elements * 4;
-    const double cycles = timing_.dma_latency_cycles +
-                          std::ceil(static_cast<double>(bytes) / timing_.dma_bytes_per_cycle);
+    const auto [rows, run] = elements > 0 ? dram_runs(r, is_load ? src : dst)
+                                          : std::pair<int64_t, int64_t>{0, 0};
+    const double busy = dma_busy_cycles(timing_, rows, run * 4);
+    const Access accesses[2] = {access_of(r.views[0], dst, true),
+                                access_of(r.views[1], src, false)};
+    const int64_t location = r.location;
+    timeline_.schedule(is_load ? kDmaIn : kDmaOut, accesses, 2, busy, timing_.dma_latency_cycles,
+                       location);
+    counters_.cycles_serial += busy + timing_.dma_latency_cycles;
+    LocationStats* stats = location_stats(location);
     if (is_load) {
       counters_.dma_loads += 1;
       counters_.dram_read_bytes += bytes;
-      counters_.dma_load_cycles += cycles;
+      if (stats) stats->dram_read_bytes += bytes;
     } else {
       counters_.dma_stores += 1;
       counters_.dram_write_bytes += bytes;
-      counters_.dma_store_cycles += cycles;
+      if (stats) stats->dram_write_bytes += bytes;
     }
     // The copy is already done (functional model) but the scratchpad side counts as busy until
     // the matching wait, which is what a real asynchronous engine would require.
@@ -273,6 +434,12 @@ class Interpreter {
       const Operand& local = is_load ? dst : src;
       outstanding_.push_back({r.token, is_load, local.lo, local.hi, pc_});
     }
+  }
+
+  LocationStats* location_stats(int64_t location) {
+    auto& all = timeline_.locations();
+    return location >= 0 && location < static_cast<int64_t>(all.size()) ? &all[location]
+                                                                        : nullptr;
   }
 
   void execute_wait(const Record& r) {
@@ -300,18 +467,23 @@ class Interpreter {
     check_read(b, "B");
     if (accumulate) check_read(c, "C");
     check_write(c, "C");
+    sanitize_read(r, a, "matmul operand A");
+    sanitize_read(r, b, "matmul operand B");
+    if (accumulate) sanitize_read(r, c, "matmul operand C (accumulated)");
+    sanitize_write(r, c, false);
     if (element_count(r) > 0) matmul_unit(r.shape, c, a, b, accumulate, workspace_);
 
     const int64_t m = r.shape[kM1] * r.shape[kM2];
     const int64_t n = r.shape[kN];
     const int64_t k = r.shape[kK1] * r.shape[kK2] * r.shape[kK3];
-    const int64_t rows = timing_.pe_rows, cols = timing_.pe_cols;
     counters_.matmuls += 1;
     counters_.macs += m * n * k;
-    // Weight-stationary: each rows x cols block of B is loaded once, then M rows stream through
-    // it, plus the pipeline fill and drain of the array.
-    counters_.pe_cycles += static_cast<double>(ceil_div(k, rows) * ceil_div(n, cols) *
-                                               (m + rows + cols));
+    const double busy = element_count(r) > 0 ? matmul_cycles(timing_, m, n, k) : 0.0;
+    const Access accesses[4] = {access_of(r.views[0], c, true), access_of(r.views[1], a, false),
+                                access_of(r.views[2], b, false), access_of(r.views[0], c, false)};
+    timeline_.schedule(kPeArray, accesses, accumulate ? 4 : 3, busy, 0, r.location);
+    counters_.cycles_serial += busy;
+    if (LocationStats* stats = location_stats(r.location)) stats->macs += m * n * k;
   }
 
   void require_broadcast(const Record& r, int view, std::initializer_list<int> dims,
@@ -337,18 +509,27 @@ class Interpreter {
     immediate_ = static_cast<float>(immediates_[pc_]);
     const Operand dst = resolve(r, 0, kVectorRoles[0]);
     Operand sources[3];
+    Access accesses[4];
+    accesses[0] = access_of(r.views[0], dst, true);
     for (int k = 0; k < arity; ++k) {
       sources[k] = resolve(r, 1 + k, kVectorRoles[1 + k]);
       check_read(sources[k], kVectorRoles[1 + k]);
+      sanitize_read(r, sources[k], kVectorSourceNames[k]);
+      accesses[1 + k] = access_of(r.views[1 + k], sources[k], false);
+      if (sources[k].memory != isa::kSpm) accesses[1 + k].lo = accesses[1 + k].hi = 0;
     }
     check_write(dst, kVectorRoles[0]);
+    sanitize_write(r, dst, false);
     const int64_t elements = element_count(r);
     if (elements > 0) vector_unit(r.sub, r.shape, dst, sources);
 
     counters_.vector_ops += 1;
     counters_.vector_elements += elements;
-    counters_.vector_cycles += static_cast<double>(ceil_div(elements, timing_.vector_width)) +
-                               timing_.vector_latency_cycles;
+    const double busy = static_cast<double>(ceil_div(elements, timing_.vector_width));
+    timeline_.schedule(kVectorUnit, accesses, 1 + arity, busy, timing_.vector_latency_cycles,
+                       r.location);
+    counters_.cycles_serial += busy + timing_.vector_latency_cycles;
+    if (LocationStats* stats = location_stats(r.location)) stats->vector_elements += elements;
   }
 
   static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
@@ -359,7 +540,15 @@ class Interpreter {
   const std::vector<DramBuffer>& dram_;
   std::vector<float> spm_;
   Timing timing_;
+  Options options_;
   bool check_;
+  Timeline timeline_;
+  std::unique_ptr<Shadow> shadow_;
+  std::vector<Allocation> allocations_;
+  static constexpr size_t kMaxOccupancyEvents = 1 << 20;
+  std::vector<std::pair<double, int64_t>> occupancy_;
+  int64_t live_elements_ = 0;
+  double occupancy_time_ = 0, occupancy_area_ = 0;
 
   int64_t pc_ = 0;
   int64_t iv_[isa::kMaxLoopDepth] = {};
@@ -372,10 +561,10 @@ class Interpreter {
 
 }  // namespace
 
-Counters run_program(const Record* records, const double* immediates, int64_t count,
-                     const std::vector<DramBuffer>& dram, int64_t spm_elements,
-                     const Timing& timing, bool check) {
-  return Interpreter(records, immediates, count, dram, spm_elements, timing, check).run();
+RunResult run_program(const Record* records, const double* immediates, int64_t count,
+                      const std::vector<DramBuffer>& dram, int64_t spm_elements,
+                      const Timing& timing, const Options& options) {
+  return Interpreter(records, immediates, count, dram, spm_elements, timing, options).run();
 }
 
 }  // namespace polyfuse::emulator

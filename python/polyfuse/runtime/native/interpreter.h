@@ -8,20 +8,20 @@
 #include <vector>
 
 #include "isa.h"
+#include "timing.h"
 
 namespace polyfuse::emulator {
 
-// The machine's timing parameters (see MachineParams in emulator.py).
-struct Timing {
-  double dma_latency_cycles;
-  double dma_bytes_per_cycle;
-  int64_t pe_rows;
-  int64_t pe_cols;
-  int64_t vector_width;
-  double vector_latency_cycles;
+// What to do besides executing: checks, timing mode, trace.
+struct Options {
+  bool check = true;       // the DMA in-flight rules and the allocation rules
+  bool sanitize = false;   // also: reads of never-written scratchpad elements, DMA loads over
+                           // results nobody has read yet (see sanitizer.h)
+  int64_t trace_limit = 0;  // engine-timeline slices to record (0: none)
+  double trace_merge_gap = 0;
 };
 
-// What a run did and how long each engine was busy (engines run serially).
+// What a run did and how long each engine was busy.
 struct Counters {
   int64_t dram_read_bytes = 0;
   int64_t dram_write_bytes = 0;
@@ -31,12 +31,25 @@ struct Counters {
   int64_t vector_ops = 0;
   int64_t macs = 0;
   int64_t vector_elements = 0;
-  double dma_load_cycles = 0;
+  double dma_load_cycles = 0;   // busy cycles of each engine
   double dma_store_cycles = 0;
   double pe_cycles = 0;
   double vector_cycles = 0;
+  double cycles = 0;            // critical path through the engines' timelines
+  double cycles_serial = 0;     // the same instructions one at a time, each with its latency
   int64_t spm_peak_bytes = 0;  // (highest scratchpad element touched + 1) * 4
+  int64_t spm_live_peak_bytes = 0;   // most bytes allocated at once (accel.alloc)
+  double spm_live_average_bytes = 0;  // allocated bytes averaged over the cycles
   int64_t instructions = 0;    // records executed, loop control included
+};
+
+// Everything a run produces besides the DRAM contents.
+struct RunResult {
+  Counters counters;
+  std::vector<LocationStats> locations;  // indexed by location id
+  std::vector<TraceEvent> trace;
+  int64_t trace_dropped = 0;
+  std::vector<std::pair<double, int64_t>> occupancy;  // (cycle, allocated bytes) at each change
 };
 
 struct DramBuffer {
@@ -52,10 +65,10 @@ class Trap : public std::runtime_error {
 };
 
 // Executes records[0, count) against a fresh, zeroed scratchpad of `spm_elements` floats and the
-// DRAM buffers (modified in place). With `check` false the DMA in-flight rules are not enforced
-// (bounds still are). Throws Trap.
-Counters run_program(const isa::Record* records, const double* immediates, int64_t count,
-                     const std::vector<DramBuffer>& dram, int64_t spm_elements,
-                     const Timing& timing, bool check);
+// DRAM buffers (modified in place). Bounds are always checked; the rest as `options` says.
+// Throws Trap.
+RunResult run_program(const isa::Record* records, const double* immediates, int64_t count,
+                      const std::vector<DramBuffer>& dram, int64_t spm_elements,
+                      const Timing& timing, const Options& options);
 
 }  // namespace polyfuse::emulator

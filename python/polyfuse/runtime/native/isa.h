@@ -26,8 +26,10 @@ enum Opcode : int64_t {
   kWait = 3,
   kMatmul = 4,
   kVector = 5,
+  kAlloc = 6,
+  kFree = 7,
 };
-constexpr int64_t kNumOpcodes = 6;
+constexpr int64_t kNumOpcodes = 8;
 
 enum Memory : int64_t {
   kNone = 0,
