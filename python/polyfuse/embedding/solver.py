@@ -257,22 +257,22 @@ class _Collector(cp_model.CpSolverSolutionCallback):
             self.stop_search()
 
 
-def _enumerate(m: _Model, limit: int) -> list[dict[str, int]]:
+def _enumerate(m: _Model, limit: int, time_limit: float) -> list[dict[str, int]]:
     solver = cp_model.CpSolver()
     solver.parameters.enumerate_all_solutions = True
     solver.parameters.num_workers = 1
-    solver.parameters.max_time_in_seconds = TIME_LIMIT_S
+    solver.parameters.max_time_in_seconds = time_limit
     collector = _Collector(m, limit)
     solver.solve(m.model, collector)
     return collector.values
 
 
 def enumerate_embeddings(
-    op: ContractionOp, instruction: InstructionModel, limit: int = 100000
+    op: ContractionOp, instruction: InstructionModel, limit: int = 100000, time_limit: float = 60.0
 ) -> list[tuple[Embedding, int]]:
     """Every feasible embedding of `op` (up to `limit`) with the cycles CP-SAT computed."""
     m = _build(op, instruction)
-    return [(_extract(op, m, v), v["cycles"]) for v in _enumerate(m, limit)]
+    return [(_extract(op, m, v), v["cycles"]) for v in _enumerate(m, limit, time_limit)]
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ def solve(op: ContractionOp, instruction: InstructionModel) -> Solution:
     best_cycles = int(solver.value(m.cycles))
     m2 = _build(op, instruction)
     m2.model.add(m2.cycles == best_cycles)
-    candidates = _enumerate(m2, 5000)
+    candidates = _enumerate(m2, 5000, TIME_LIMIT_S)
     best: tuple[tuple[int, int, str], Embedding, LayoutCost] | None = None
     for value in candidates:
         emb, cost = best_order(op, _extract(op, m2, value), instruction)
