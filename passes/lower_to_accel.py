@@ -26,8 +26,12 @@ def target_attribute(target: Target) -> ir.Attribute:
     )
 
 
-def lower_module(module_op: ir.Operation, target: Target) -> list[OperatorRecord]:
-    """Lower every tensor function of the module; returns what was decided per operator."""
+def lower_module(
+    module_op: ir.Operation, target: Target, buffers: int = 1
+) -> list[OperatorRecord]:
+    """Lower every tensor function of the module; returns what was decided per operator.
+
+    `buffers` > 1 allows that many copies of inner tiles (DMA/compute overlap)."""
     accel.load_accel_dialect(module_op.context)
     records: list[OperatorRecord] = []
     functions = [
@@ -43,7 +47,7 @@ def lower_module(module_op: ir.Operation, target: Target) -> list[OperatorRecord
         ):
             continue
         with function.location:
-            records += lower_function(function, module_op, target)
+            records += lower_function(function, module_op, target, buffers)
     with module_op.location:
         module_op.attributes["accel.target"] = target_attribute(target)
     return records
@@ -69,6 +73,7 @@ class LowerToAccel(ModulePass):
 
     name: ClassVar[str] = "polyfuse-lower-to-accel"
     target: str = "edge"
+    buffers: int = 1
 
     def run(self, module: ir.Operation) -> None:
-        lower_module(module, load_target(self.target))
+        lower_module(module, load_target(self.target), self.buffers)

@@ -35,15 +35,20 @@ from polyfuse.targets import Target, load_target
 UPSTREAM_PIPELINE = "func.func(linalg-generalize-named-ops),canonicalize,cse"
 
 
-def pipeline_text(target: str = "edge") -> str:
+def pipeline_text(target: str = "edge", buffers: int = 1) -> str:
     """The pipeline `compile` runs after import, for polyfuse-opt."""
+    options = f"target={target}" + (f" buffers={buffers}" if buffers != 1 else "")
     return (
-        f"builtin.module({UPSTREAM_PIPELINE},polyfuse-lower-to-accel{{target={target}}},"
+        f"builtin.module({UPSTREAM_PIPELINE},polyfuse-lower-to-accel{{{options}}},"
         "polyfuse-verify-accel)"
     )
 
 
-def machine_params(target: Target) -> MachineParams:
+OVERLAP_BUFFERS = 2  # copies of inner tiles when overlap is on (double buffering)
+
+
+def machine_params(target: Target, overlap: bool = True) -> MachineParams:
+    """The emulated machine of `target`; `overlap` False runs one instruction at a time."""
     return MachineParams(
         spm_bytes=target.scratchpad_bytes,
         dma_latency_cycles=target.dma_latency_cycles,
@@ -52,6 +57,8 @@ def machine_params(target: Target) -> MachineParams:
         pe_cols=target.pe_cols,
         vector_width=target.vector_width,
         vector_latency_cycles=target.vector_latency_cycles,
+        dataflow=target.dataflow,
+        overlap=overlap,
     )
 
 
@@ -67,6 +74,9 @@ class CompiledModel:
     mlir: dict[str, str] = field(default_factory=dict)
     report: Report | None = None
     check: bool = True
+    overlap: bool = True
+    sanitize: bool = False
+    trace_limit: int = 0  # > 0: record that many engine slices per run (report.stats.trace)
     _dram: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -91,7 +101,12 @@ class CompiledModel:
                 outputs.append(array)
         start = time.perf_counter()
         stats = execute(
-            self.serialized.program, self._dram, machine_params(self.target), self.check
+            self.serialized.program,
+            self._dram,
+            machine_params(self.target, self.overlap),
+            self.check,
+            sanitize=self.sanitize,
+            trace_limit=self.trace_limit,
         )
         seconds = time.perf_counter() - start
         self.report = Report.build(self, stats, seconds)
@@ -138,8 +153,16 @@ def compile(
     *,
     keep_ir: bool = False,
     check: bool = True,
+    overlap: bool = True,
+    sanitize: bool = False,
 ) -> CompiledModel:
-    """Compile `model` for `example_inputs`' shapes to run on the emulated `target`."""
+    """Compile `model` for `example_inputs`' shapes to run on the emulated `target`.
+
+    `overlap` (default) double-buffers inner tile loops where the planner estimates it pays
+    and lets the emulator's engines run concurrently; False gives the baseline without
+    overlap (one buffer per tile, one instruction at a time). `sanitize` runs the
+    emulator's shadow-memory checks on every call.
+    """
     target = target if isinstance(target, Target) else load_target(target)
     seconds: dict[str, float] = {}
     mlir: dict[str, str] = {}
@@ -161,7 +184,7 @@ def compile(
         snapshot("generalize", module)
 
         start = time.perf_counter()
-        operators = lower_module(module.operation, target)
+        operators = lower_module(module.operation, target, OVERLAP_BUFFERS if overlap else 1)
         seconds["lower"] = time.perf_counter() - start
         snapshot("lower", module)
 
@@ -186,5 +209,7 @@ def compile(
         compile_seconds=seconds,
         mlir=mlir,
         check=check,
+        overlap=overlap,
+        sanitize=sanitize,
         _dram=dram,
     )

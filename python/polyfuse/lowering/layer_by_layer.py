@@ -29,14 +29,23 @@ from polyfuse.analysis.operators import (
     location_text,
     static_shape,
 )
-from polyfuse.analysis.tile_search import TiledOperand, TilingProblem, search_tiling
+from polyfuse.analysis.tile_search import TiledOperand, TilingProblem
 from polyfuse.dialects import accel
 from polyfuse.errors import ScratchpadCapacityError, UnsupportedError
 from polyfuse.lowering.data_movement import emit_copy
 from polyfuse.lowering.dram import DramTensor
 from polyfuse.lowering.pe_array import classify_contraction, emit_contraction, plan_issue
 from polyfuse.lowering.tile_compute import TileView
-from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS, ScratchpadArena, TileNest, TileOperand
+from polyfuse.lowering.tile_nest import (
+    ALIGN_ELEMENTS,
+    ScratchpadArena,
+    TileNest,
+    TileOperand,
+    WorkEstimate,
+    allocate_tiles,
+    deallocate_tiles,
+    plan_buffering,
+)
 from polyfuse.lowering.vector_body import BodyEmitter, plan_body
 from polyfuse.targets import Target
 
@@ -70,6 +79,7 @@ class _State:
     globals: dict[str, ir.Value] = field(default_factory=dict)
     records: list[OperatorRecord] = field(default_factory=list)
     entry: ir.Block | None = None
+    buffers: int = 1  # copies of inner tiles for DMA/compute overlap (tile_nest.plan_buffering)
 
 
 def _f32_memref(shape: tuple[int, ...]) -> ir.MemRefType:
@@ -85,9 +95,12 @@ def _splat_value(attr: ir.Attribute) -> float | None:
 
 
 def lower_function(
-    func_op: ir.Operation, module_op: ir.Operation, target: Target
+    func_op: ir.Operation, module_op: ir.Operation, target: Target, buffers: int = 1
 ) -> list[OperatorRecord]:
-    """Replace `func_op` (linalg on tensors) by its layer-by-layer accel version."""
+    """Replace `func_op` (linalg on tensors) by its layer-by-layer accel version.
+
+    `buffers` > 1 lets the planner double- (n-) buffer the innermost tile loop of an
+    operator when that is estimated to be faster (see tile_nest.plan_buffering)."""
     name = ir.StringAttr(func_op.attributes["sym_name"]).value
     function_type = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
     inputs = [_f32_memref(tuple(ir.ShapedType(t).shape)) for t in function_type.inputs]
@@ -100,7 +113,9 @@ def lower_function(
     with ir.InsertionPoint(func_op), func_op.location:
         new_func = func.FuncOp(name + "__accel", (inputs + outputs, []))
     entry = new_func.add_entry_block()
-    state = _State(target=target, module=module_op, new_func=new_func.operation, entry=entry)
+    state = _State(
+        target=target, module=module_op, new_func=new_func.operation, entry=entry, buffers=buffers
+    )
     old_block = func_op.regions[0].blocks[0]
     for arg, new_arg in zip(old_block.arguments, entry.arguments[: len(inputs)], strict=True):
         state.locations[arg] = DramTensor.whole(new_arg, static_shape(arg))
@@ -376,7 +391,19 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
         temporaries=temporaries,
         capacity_elements=capacity,
     )
-    tiling = search_tiling(problem)
+    target = state.target
+    iterations = float(np.prod(generic.extents))
+    work = WorkEstimate(
+        compute_cycles=iterations / target.peak_macs_per_cycle
+        if contraction is not None
+        else iterations * max(1, len(plan.ops)) / target.vector_width,
+        per_tile_cycles=2 * target.pe_rows + target.pe_cols
+        if contraction is not None
+        else target.vector_latency_cycles * max(1, len(plan.ops)),
+        dram_bytes_per_cycle=target.dram_bytes_per_cycle,
+        dma_latency_cycles=target.dma_latency_cycles,
+    )
+    tiling, stages = plan_buffering(problem, target.scratchpad_bytes // 4, state.buffers, work)
     if tiling is None:
         _raise_capacity(state, problem, loc_text)
     assert tiling is not None
@@ -419,12 +446,11 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
             tile_operand.fill = init
         output_tiles.append(tile_operand)
         tile_operands.append(tile_operand)
-    for tile_operand in tile_operands:
-        tile_operand.buffer = arena.allocate(tile_operand.elements)
+    nest = TileNest(generic.extents, tiling.tile, tiling.order, op.location)
+    allocate_tiles(arena, nest, tile_operands, stages)
     tile_size = int(np.prod(tiling.tile))
     temps = [arena.allocate(tile_size) for _ in range(temporaries)]
 
-    nest = TileNest(generic.extents, tiling.tile, tiling.order, op.location)
     if contraction is not None:
         issue_plan = plan_issue(
             contraction, tiling.tile, state.target.pe_rows, state.target.pe_cols
@@ -442,10 +468,6 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
             )
     else:
         values: dict[ir.Value, TileView] = {}
-        for index, tile_operand in input_tiles.items():
-            values[generic.inputs[index].block_arg] = TileView(
-                tile_operand.buffer, tile_operand.loop_strides()
-            )
         for arg, scalar in scalar_inputs.items():
             values[arg] = TileView(None, scalar=scalar)
         body_results = {result for body_op in plan.ops for result in body_op.results}
@@ -459,21 +481,27 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
                         "not a constant scalar"
                     )
                 values[operand] = TileView(None, scalar=state.scalars[operand])
-        yields: dict[ir.Value, list[TileView]] = {}
-        for operand, tile_operand, value in zip(outputs, output_tiles, live_yields, strict=True):
-            view = TileView(tile_operand.buffer, tile_operand.loop_strides())
-            values[operand.block_arg] = view
-            yields.setdefault(value, []).append(view)
         temp_strides = _dense_strides(tiling.tile)
-        pool = list(temps)
-        emitter = BodyEmitter(tiling.tile, _pop(pool, loc_text), temp_strides)
 
         def compute() -> None:
-            emitter.emit(plan, dict(values), yields)
+            # Built per call: a pipelined tile's buffer is a different copy in each stage.
+            tile_values = dict(values)
+            for index, tile_operand in input_tiles.items():
+                tile_values[generic.inputs[index].block_arg] = TileView(
+                    tile_operand.buffer, tile_operand.loop_strides()
+                )
+            yields: dict[ir.Value, list[TileView]] = {}
+            for operand, tile_operand, value in zip(
+                outputs, output_tiles, live_yields, strict=True
+            ):
+                view = TileView(tile_operand.buffer, tile_operand.loop_strides())
+                tile_values[operand.block_arg] = view
+                yields.setdefault(value, []).append(view)
+            emitter = BodyEmitter(tiling.tile, _pop(list(temps), loc_text), temp_strides)
+            emitter.emit(plan, tile_values, yields)
 
-    nest.emit(tile_operands, compute)
-    for tile_operand in tile_operands:
-        accel.dealloc(tile_operand.buffer)
+    nest.emit(tile_operands, compute, stages)
+    deallocate_tiles(tile_operands)
     for temp in temps:
         accel.dealloc(temp)
     state.records.append(

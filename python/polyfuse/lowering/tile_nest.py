@@ -10,18 +10,32 @@ Given a tiling (tile sizes, loop order, the depth at which each operand is loade
       DMA stores of the outputs at their depth
     accel.dealloc
 
-Every DMA is followed by its wait (issue 5 overlaps them).
+With `buffers` = 1 every DMA is followed by its wait. With `buffers` = U > 1 the
+innermost tile loop is software-pipelined: the operands loaded (or stored) inside it get
+U scratchpad copies, and the loop runs in groups of U tiles,
+
+    affine.for %j = 0 to N / U
+      DMA loads of tiles U*j + 0 .. U*j + U-1, each into its own copy (no wait yet)
+      for each u: wait for copy u, compute on copy u, DMA store of copy u
+      wait for the stores
+    ... the N mod U remaining tiles the same way, unrolled
+
+so on decoupled engines the load of tile i+1 and the store of tile i-1 run while tile i
+computes (the emulator's scoreboard lets group j+1's loads start as soon as group j's
+compute has released the copy). All waits stay in the block of their DMA.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 from torch_mlir import ir
 from torch_mlir.dialects import affine
 
 from polyfuse.analysis.affine import AffineAccess
+from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
 from polyfuse.dialects import accel
 from polyfuse.lowering.dram import DramTensor, row_major_strides
 
@@ -56,6 +70,7 @@ class TileOperand:
     store: bool = False
     fill: float | None = None  # initialise the tile with a scalar instead of loading
     depth: int = 0
+    copies: list[ir.Value] = field(default_factory=list)  # pipelined: one buffer per stage
     box: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +99,15 @@ class TileOperand:
         )
 
 
+@dataclass(frozen=True)
+class _Term:
+    """A tile index along one tile loop: scale * iv + offset (iv None: the constant offset)."""
+
+    iv: ir.Value | None
+    scale: int
+    offset: int
+
+
 @dataclass
 class TileNest:
     """The tile loops of one operator."""
@@ -96,44 +120,129 @@ class TileNest:
     def trips(self, loop: int) -> int:
         return self.extents[loop] // self.tile[loop]
 
-    def emit(self, operands: Sequence[TileOperand], compute: Callable[[], None]) -> None:
-        ivs: list[ir.Value] = []
+    def pipelined(self, operand: TileOperand) -> bool:
+        """Whether `operand` moves inside the innermost tile loop (so buffering helps it)."""
+        return bool(self.order) and operand.depth == len(self.order)
+
+    def emit(
+        self,
+        operands: Sequence[TileOperand],
+        compute: Callable[[], None],
+        buffers: int = 1,
+    ) -> None:
+        """The tile loops; with `buffers` > 1 the pipelined operands need that many `copies`."""
+        terms: list[_Term] = []
+        stages = buffers if self.order and self.trips(self.order[-1]) > 1 else 1
+        pipelined = [o for o in operands if stages > 1 and self.pipelined(o)]
+        for operand in pipelined:
+            if len(operand.copies) < stages:
+                raise ValueError(f"a pipelined operand needs {stages} buffer copies")
 
         def level(depth: int) -> None:
+            if stages > 1 and depth == len(self.order) - 1:
+                self._pipelined_loop(operands, pipelined, compute, terms, stages)
+                return
             for operand in operands:
                 if operand.depth == depth:
                     if operand.fill is not None:
                         _fill(operand)
                     elif operand.load:
-                        self._dma(operand, ivs, to_scratchpad=True)
+                        accel.dma_wait(self._dma(operand, terms, to_scratchpad=True))
             if depth == len(self.order):
                 compute()
             else:
                 loop = affine.AffineForOp(0, self.trips(self.order[depth]))
                 with ir.InsertionPoint(loop.body):
-                    ivs.append(loop.induction_variable)
+                    terms.append(_Term(loop.induction_variable, 1, 0))
                     level(depth + 1)
-                    ivs.pop()
+                    terms.pop()
                     affine.AffineYieldOp([])
             for operand in operands:
                 if operand.depth == depth and operand.store:
-                    self._dma(operand, ivs, to_scratchpad=False)
+                    accel.dma_wait(self._dma(operand, terms, to_scratchpad=False))
 
         level(0)
 
-    def _dma(self, operand: TileOperand, ivs: list[ir.Value], to_scratchpad: bool) -> None:
+    def _pipelined_loop(
+        self,
+        operands: Sequence[TileOperand],
+        pipelined: list[TileOperand],
+        compute: Callable[[], None],
+        terms: list[_Term],
+        stages: int,
+    ) -> None:
+        depth = len(self.order) - 1
+        for operand in operands:  # loaded outside the innermost loop: as usual
+            if operand.depth == depth:
+                if operand.fill is not None:
+                    _fill(operand)
+                elif operand.load:
+                    accel.dma_wait(self._dma(operand, terms, to_scratchpad=True))
+        trips = self.trips(self.order[depth])
+        groups, remainder = divmod(trips, stages)
+        if groups:
+            loop = affine.AffineForOp(0, groups)
+            with ir.InsertionPoint(loop.body):
+                tiles = [_Term(loop.induction_variable, stages, u) for u in range(stages)]
+                self._group(pipelined, compute, terms, tiles)
+                affine.AffineYieldOp([])
+        if remainder:
+            tiles = [_Term(None, 0, groups * stages + u) for u in range(remainder)]
+            self._group(pipelined, compute, terms, tiles)
+        for operand in operands:
+            if operand.depth == depth and operand.store:
+                accel.dma_wait(self._dma(operand, terms, to_scratchpad=False))
+
+    def _group(
+        self,
+        pipelined: list[TileOperand],
+        compute: Callable[[], None],
+        terms: list[_Term],
+        tiles: list[_Term],
+    ) -> None:
+        """Loads of every tile of the group, then per tile: wait, compute, store."""
+        loads: list[list[ir.Value]] = []
+        for stage, tile in enumerate(tiles):
+            tokens = []
+            for operand in pipelined:
+                operand.buffer = operand.copies[stage]
+                if operand.fill is not None:
+                    _fill(operand)
+                elif operand.load:
+                    tokens.append(self._dma(operand, [*terms, tile], to_scratchpad=True))
+            loads.append(tokens)
+        stores: list[ir.Value] = []
+        for stage, tile in enumerate(tiles):
+            for token in loads[stage]:
+                accel.dma_wait(token)
+            for operand in pipelined:
+                operand.buffer = operand.copies[stage]
+            compute()
+            for operand in pipelined:
+                if operand.store:
+                    stores.append(self._dma(operand, [*terms, tile], to_scratchpad=False))
+        for token in stores:
+            accel.dma_wait(token)
+        for operand in pipelined:
+            operand.buffer = operand.copies[0]
+
+    def _dma(self, operand: TileOperand, terms: list[_Term], to_scratchpad: bool) -> ir.Value:
+        """Starts the DMA of `operand`'s tile at the tile indices `terms`; returns the token."""
         dram = operand.init_dram if to_scratchpad and operand.init_dram else operand.dram
         assert dram is not None and operand.buffer is not None
         access = operand.access
         c0 = dram.offset + sum(s * k for s, k in zip(dram.strides, access.consts, strict=True))
+        ivs: list[ir.Value] = []
         coeffs = []
-        for loop in self.order[: len(ivs)]:
-            coeffs.append(
-                sum(
-                    dram.strides[r] * row[loop] * self.tile[loop]
-                    for r, row in enumerate(access.coeffs)
-                )
+        for loop, term in zip(self.order, terms, strict=False):
+            step = sum(
+                dram.strides[r] * row[loop] * self.tile[loop]
+                for r, row in enumerate(access.coeffs)
             )
+            c0 += step * term.offset
+            if term.iv is not None:
+                ivs.append(term.iv)
+                coeffs.append(step * term.scale)
         keep = [r for r, extent in enumerate(operand.box) if extent > 1] or [0]
         shape = [operand.box[r] for r in keep]
         spm_strides = [operand.box_strides[r] for r in keep]
@@ -142,7 +251,7 @@ class TileNest:
         spm_access = (0, tuple(0 for _ in ivs))
         dram_access = (c0, tuple(coeffs))
         if to_scratchpad:
-            token = accel.dma_start(
+            return accel.dma_start(
                 operand.buffer,
                 dram.buffer,
                 ivs,
@@ -150,16 +259,14 @@ class TileNest:
                 [spm_access, dram_access],
                 [spm_strides, dram_strides],
             )
-        else:
-            token = accel.dma_start(
-                dram.buffer,
-                operand.buffer,
-                ivs,
-                shape,
-                [dram_access, spm_access],
-                [dram_strides, spm_strides],
-            )
-        accel.dma_wait(token)
+        return accel.dma_start(
+            dram.buffer,
+            operand.buffer,
+            ivs,
+            shape,
+            [dram_access, spm_access],
+            [dram_strides, spm_strides],
+        )
 
 
 def _fill(operand: TileOperand) -> None:
@@ -194,3 +301,91 @@ def merge_contiguous(shape: list[int], *stride_lists: list[int]) -> tuple[list[i
             for strides, stride_list in zip(out_strides, stride_lists, strict=True):
                 strides.append(stride_list[dim])
     return (out_shape, *out_strides)
+
+
+def padded(elements: int) -> int:
+    """Scratchpad elements a buffer of `elements` takes (aligned)."""
+    return -(-elements // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
+
+
+@dataclass(frozen=True)
+class WorkEstimate:
+    """A rough cost model the planner uses to trade buffer copies against tile size."""
+
+    compute_cycles: float  # the operator's arithmetic on its engine, whatever the tiling
+    per_tile_cycles: float  # fixed cost of each tile's compute (array fill and drain)
+    dram_bytes_per_cycle: float
+    dma_latency_cycles: float
+
+
+def estimate_cycles(
+    problem: TilingProblem, tiling: Tiling, stages: int, work: WorkEstimate
+) -> float:
+    """Estimated cycles of the operator: DMA and compute added, or overlapped when staged."""
+    trips = tiling.trips(problem.extents)
+    tiles = math.prod(trips)
+    dmas = tiles * len(problem.operands)
+    dma = tiling.traffic_elements * 4 / work.dram_bytes_per_cycle + dmas * work.dma_latency_cycles
+    compute = work.compute_cycles + tiles * work.per_tile_cycles
+    if stages <= 1 or not tiling.order:
+        return dma + compute
+    inner = trips[tiling.order[-1]]
+    # Steady state hides the cheaper side; each pass over the innermost loop pays one fill.
+    return max(dma, compute) + (dma + compute) / inner
+
+
+def staged_footprint(problem: TilingProblem, tiling: Tiling, stages: int) -> int:
+    """Aligned scratchpad elements of the tiling's buffers with `stages` copies of the
+    operands moved inside the innermost tile loop."""
+    total = 0
+    for operand, depth in zip(problem.operands, tiling.load_depth, strict=True):
+        box = 1
+        for row in operand.access.coeffs:
+            box *= sum(abs(c) * (t - 1) for c, t in zip(row, tiling.tile, strict=True)) + 1
+        copies = stages if tiling.order and depth == len(tiling.order) else 1
+        total += copies * padded(box)
+    return total + problem.temporaries * padded(math.prod(tiling.tile))
+
+
+def plan_buffering(
+    problem: TilingProblem, spm_elements: int, buffers: int, work: WorkEstimate
+) -> tuple[Tiling | None, int]:
+    """The tiling and the number of pipeline stages (buffer copies) for one operator.
+
+    With `buffers` = 1 this is the least-traffic tiling. Otherwise smaller tilings whose
+    `buffers` copies of the inner operands fit are considered too, and the one with the
+    fewest estimated cycles wins: more copies mean smaller tiles (more traffic, more
+    per-tile overhead) but DMA hidden behind compute.
+    """
+    single = search_tiling(problem)
+    if buffers <= 1 or single is None:
+        return single, 1
+    best, best_stages = single, 1
+    best_cycles = estimate_cycles(problem, single, 1, work)
+    for fraction in (1 / buffers, 2 / (buffers + 1), 3 / (buffers + 2)):
+        capacity = int(problem.capacity_elements * fraction)
+        candidate = search_tiling(replace(problem, capacity_elements=capacity))
+        if candidate is None or not candidate.order:
+            continue
+        if staged_footprint(problem, candidate, buffers) > spm_elements:
+            continue
+        cycles = estimate_cycles(problem, candidate, buffers, work)
+        if cycles < best_cycles:
+            best, best_stages, best_cycles = candidate, buffers, cycles
+    return best, best_stages
+
+
+def allocate_tiles(
+    arena: ScratchpadArena, nest: TileNest, operands: Sequence[TileOperand], stages: int
+) -> None:
+    """Scratchpad buffers of the tiles: `stages` copies of each pipelined operand."""
+    for operand in operands:
+        count = stages if stages > 1 and nest.pipelined(operand) else 1
+        operand.copies = [arena.allocate(operand.elements) for _ in range(count)]
+        operand.buffer = operand.copies[0]
+
+
+def deallocate_tiles(operands: Sequence[TileOperand]) -> None:
+    for operand in operands:
+        for buffer in operand.copies or [operand.buffer]:
+            accel.dealloc(buffer)
