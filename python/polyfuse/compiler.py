@@ -98,7 +98,7 @@ class CompiledModel:
                     inputs[buffer.index].detach().to(torch.float32).numpy().reshape(array.shape),
                 )
             elif buffer.role == "output":
-                outputs.append(array)
+                outputs.append(array.reshape(buffer.shape))  # rank 0 stays rank 0
         start = time.perf_counter()
         stats = execute(
             self.serialized.program,

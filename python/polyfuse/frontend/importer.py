@@ -22,6 +22,7 @@ from torch_mlir.extras.fx_importer import FxImporterHooks
 from torch_mlir.fx import OutputType
 
 from polyfuse.errors import ImportError_, UnsupportedError
+from polyfuse.frontend.decompositions import decomposition_table
 from polyfuse.frontend.op_support import check_supported, fold_batch_norm
 
 
@@ -85,6 +86,11 @@ def import_model(
                 f"input {index} is a {type(tensor).__name__}; polyfuse compiles models whose "
                 "inputs are tensors"
             )
+        if tensor.numel() == 0:
+            raise UnsupportedError(
+                f"input {index} has shape {tuple(tensor.shape)}, with no elements; polyfuse "
+                "compiles tensors with at least one element in every dimension"
+            )
         if tensor.dtype != torch.float32:
             raise UnsupportedError(
                 f"input {index} has dtype {tensor.dtype}; polyfuse supports float32 models "
@@ -98,7 +104,7 @@ def import_model(
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations
             program = torch.export.export(model, tuple(example_inputs), strict=False)
-            program = program.run_decompositions(fx.get_decomposition_table())
+            program = program.run_decompositions(decomposition_table())
     except UnsupportedError:
         raise
     except Exception as error:  # torch.export reports many kinds of errors

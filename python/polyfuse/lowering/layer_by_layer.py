@@ -210,6 +210,12 @@ def _dram_of(state: _State, value: ir.Value) -> DramTensor:
         _emit_fill_tensor(state, location, state.scalars[value], value)
         state.locations[value] = location
         return location
+    if owner is not None and owner.name == "tensor.empty":
+        # Contents undefined: a fresh buffer, so that reshapes can view it (a grouped
+        # convolution's output init is an expand_shape of a tensor.empty).
+        location = _new_dram(state, static_shape(value))
+        state.locations[value] = location
+        return location
     raise UnsupportedError(
         f"{location_text(owner) if owner is not None else 'a block argument'}: "
         f"no DRAM location for tensor {value.type}"

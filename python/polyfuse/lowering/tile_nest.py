@@ -244,10 +244,13 @@ class TileNest:
                 ivs.append(term.iv)
                 coeffs.append(step * term.scale)
         keep = [r for r, extent in enumerate(operand.box) if extent > 1] or [0]
-        shape = [operand.box[r] for r in keep]
-        spm_strides = [operand.box_strides[r] for r in keep]
-        dram_strides = [dram.strides[r] for r in keep]
-        shape, spm_strides, dram_strides = merge_contiguous(shape, spm_strides, dram_strides)
+        if not operand.box:  # a rank-0 tensor (x.sum()): one element
+            shape, spm_strides, dram_strides = [1], [1], [1]
+        else:
+            shape = [operand.box[r] for r in keep]
+            spm_strides = [operand.box_strides[r] for r in keep]
+            dram_strides = [dram.strides[r] for r in keep]
+            shape, spm_strides, dram_strides = merge_contiguous(shape, spm_strides, dram_strides)
         spm_access = (0, tuple(0 for _ in ivs))
         dram_access = (c0, tuple(coeffs))
         if to_scratchpad:

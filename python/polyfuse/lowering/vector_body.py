@@ -33,6 +33,9 @@ BINARY = {
     "arith.maxnumf": "maxnum",
     "arith.minnumf": "minnum",
     "math.powf": "pow",
+    # x ** n with an integer n (gelu's tanh approximation: x ** 3); std::pow is exact
+    # for a negative base and an integer-valued exponent.
+    "math.fpowi": "pow",
 }
 UNARY = {
     "arith.negf": "neg",

@@ -1,0 +1,246 @@
+"""Fuzz polyfuse end to end with random networks on random targets.
+
+    python bench/fuzz.py --cases 2000 --seed 0 --jobs 2 --json fuzz.json --out bench/fuzz-failures
+
+Case `i` of seed `S` is generated from `random.Random(f"{S}:{i}")` (see
+polyfuse.testing.random_nets), compiled, emulated with every DMA rule checked and compared
+with eager PyTorch (polyfuse.testing.fuzz.run_case states the tolerances). Cases run in
+worker processes, so a segfault or a hang (over --timeout seconds) in one case is recorded
+as a crash of that case and the worker restarts. Every failing case is written to --out as
+a standalone reproducer script, `case-<seed>-<i>.py`. --json writes
+{cases, ok, mismatches, crashes, invalid, seconds, ...}. Exit status 1 if any case failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def case_inputs(seed: int, index: int) -> tuple[Any, Any]:
+    """The (NetSpec, TargetSpec) of case `index` of `seed`."""
+    from polyfuse.testing.random_nets import RandomChooser, generate_net, generate_target
+
+    chooser = RandomChooser(f"{seed}:{index}")
+    spec = generate_net(chooser, max_layers=6, seed=index)
+    return spec, generate_target(chooser)
+
+
+def worker() -> int:
+    """Read `seed index` lines on stdin, answer one JSON line per case on stdout."""
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything the compiler prints goes to stderr, not into the answers
+    from polyfuse.testing.fuzz import run_case
+
+    for line in sys.stdin:
+        seed, index = (int(word) for word in line.split())
+        spec, target = case_inputs(seed, index)
+        result = run_case(spec, target)
+        answers.write(
+            json.dumps(
+                {
+                    "case": index,
+                    "outcome": result.outcome,
+                    "message": result.message,
+                    "scratchpad_bytes": result.scratchpad_bytes,
+                    "capacity_retries": result.capacity_retries,
+                    "max_error": result.max_error,
+                    "seconds": result.seconds,
+                }
+            )
+            + "\n"
+        )
+        answers.flush()
+    return 0
+
+
+class Worker:
+    """One worker process; restarted after a crash or a timeout."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> subprocess.Popen[str]:
+        if self.process is None or self.process.poll() is not None:
+            env = dict(os.environ)
+            python_dir = str(REPO / "python")
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (python_dir, env.get("PYTHONPATH", "")) if p
+            )
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, "--worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env=env,
+            )
+        return self.process
+
+    def run(self, seed: int, index: int, timeout: float) -> dict[str, Any]:
+        process = self.start()
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(f"{seed} {index}\n")
+            process.stdin.flush()
+        except BrokenPipeError:
+            return self._died(index)
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        if not ready:
+            self.stop()
+            return {"case": index, "outcome": "crash", "message": f"timeout after {timeout} s"}
+        line = process.stdout.readline()
+        if not line:
+            return self._died(index)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def _died(self, index: int) -> dict[str, Any]:
+        assert self.process is not None
+        status = self.process.wait()
+        return {
+            "case": index,
+            "outcome": "crash",
+            "message": f"the worker process died (exit status {status}: a signal if negative)",
+        }
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", type=int, default=100, help="number of random cases")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the case sequence")
+    parser.add_argument("--first", type=int, default=0, help="index of the first case")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case")
+    parser.add_argument("--json", dest="json_path", default=None, help="write a summary here")
+    parser.add_argument(
+        "--out",
+        default=str(REPO / "bench" / "fuzz-failures"),
+        help="directory for failing cases' reproducer scripts",
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker()
+
+    sys.path.insert(0, str(REPO / "python"))
+    start = time.perf_counter()
+    todo: queue.Queue[int] = queue.Queue()
+    for index in range(args.first, args.first + args.cases):
+        todo.put(index)
+    answers: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def drain() -> None:
+        process = Worker()
+        try:
+            while True:
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                answer = process.run(args.seed, index, args.timeout)
+                with lock:
+                    answers.append(answer)
+                    _progress(answer, len(answers), args.cases, start)
+        finally:
+            process.stop()
+
+    threads = [threading.Thread(target=drain) for _ in range(max(1, args.jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+
+    answers.sort(key=lambda a: int(a["case"]))
+    failures = [a for a in answers if a["outcome"] != "ok"]
+    for answer in failures:
+        answer["reproducer"] = _save_reproducer(args.seed, answer, Path(args.out))
+    outcomes = collections.Counter(a["outcome"] for a in answers)
+    summary = {
+        "cases": len(answers),
+        "ok": outcomes["ok"],
+        "mismatches": outcomes["mismatch"],
+        "crashes": outcomes["crash"],
+        "invalid": outcomes["invalid"],
+        "seconds": round(seconds, 1),
+        "seed": args.seed,
+        "first": args.first,
+        "jobs": args.jobs,
+        "capacity_retried_cases": sum(1 for a in answers if a.get("capacity_retries", 0)),
+        "smallest_scratchpad_bytes": min(
+            (a["scratchpad_bytes"] for a in answers if a["outcome"] == "ok"), default=0
+        ),
+        "max_relative_error": max((a.get("max_error", 0.0) for a in answers), default=0.0),
+        "layer_ops": _layer_histogram(args.seed, [int(a["case"]) for a in answers]),
+        "failures": [
+            {k: a[k] for k in ("case", "outcome", "reproducer")}
+            | {"message": a["message"].strip().splitlines()[-1] if a["message"].strip() else ""}
+            for a in failures
+        ],
+    }
+    print(
+        f"{summary['cases']} cases in {summary['seconds']} s: {summary['ok']} ok, "
+        f"{summary['mismatches']} mismatches, {summary['crashes']} crashes, "
+        f"{summary['invalid']} invalid"
+    )
+    for failure in summary["failures"]:
+        print(f"  case {failure['case']}: {failure['outcome']}: {failure['message']}")
+        print(f"    reproducer: {failure['reproducer']}")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return 1 if failures else 0
+
+
+def _progress(answer: dict[str, Any], done: int, total: int, start: float) -> None:
+    if answer["outcome"] != "ok":
+        last = answer["message"].strip().splitlines()[-1] if answer["message"].strip() else ""
+        print(f"case {answer['case']}: {answer['outcome']}: {last}", flush=True)
+    if done % 50 == 0 or done == total:
+        print(f"[{done}/{total}] {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def _save_reproducer(seed: int, answer: dict[str, Any], directory: Path) -> str:
+    from polyfuse.testing.fuzz import CaseResult, reproducer_script
+
+    spec, target = case_inputs(seed, int(answer["case"]))
+    result = CaseResult(
+        answer["outcome"],
+        answer["message"],
+        scratchpad_bytes=int(answer.get("scratchpad_bytes", target.scratchpad_bytes)),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"case-{seed}-{answer['case']}.py"
+    origin = f"bench/fuzz.py --seed {seed} --first {answer['case']} --cases 1"
+    path.write_text(reproducer_script(spec, target, result, origin))
+    return str(path)
+
+
+def _layer_histogram(seed: int, indices: list[int]) -> dict[str, int]:
+    counts: collections.Counter[str] = collections.Counter()
+    for index in indices:
+        spec, _ = case_inputs(seed, index)
+        counts.update(layer.op for layer in spec.layers)
+    return dict(sorted(counts.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""ATen decompositions polyfuse adds to torch-mlir's table before import.
+
+`avg_pool2d(count_include_pad=False)` with padding: torch-mlir lowers it to a generic
+whose divisor is computed from `linalg.index` in the body, which the vector unit cannot
+run. Decomposed here into two pools that the lowering handles (exact up to rounding):
+
+    sum over the window / number of window elements inside the input
+    = avg_pool2d(x, count_include_pad=True) / avg_pool2d(ones, count_include_pad=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch_mlir import fx
+
+aten = torch.ops.aten
+
+
+def _pair(value: int | list[int] | tuple[int, ...]) -> list[int]:
+    if isinstance(value, int):
+        return [value, value]
+    return [value[0], value[0]] if len(value) == 1 else list(value)
+
+
+def avg_pool2d_excluding_padding(
+    x: torch.Tensor,
+    kernel_size: list[int],
+    stride: list[int] | tuple[int, ...] = (),
+    padding: int | list[int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Any:
+    """avg_pool2d(count_include_pad=False) with padding as a ratio of two padded pools."""
+    if count_include_pad or divisor_override is not None or not any(_pair(padding)):
+        return NotImplemented
+    summed = aten.avg_pool2d.default(x, kernel_size, stride, padding, ceil_mode, True, None)
+    ones = aten.full.default([1, 1, *x.shape[-2:]], 1.0, dtype=x.dtype, device=x.device)
+    share = aten.avg_pool2d.default(ones, kernel_size, stride, padding, ceil_mode, True, None)
+    return summed / share
+
+
+def decomposition_table() -> dict[Any, Callable[..., Any]]:
+    """torch-mlir's decompositions plus polyfuse's."""
+    table: dict[Any, Callable[..., Any]] = dict(fx.get_decomposition_table())
+    table[aten.avg_pool2d.default] = avg_pool2d_excluding_padding
+    return table

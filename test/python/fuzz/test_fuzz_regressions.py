@@ -1,0 +1,70 @@
+"""Bugs the fuzzer found (bench/fuzz.py), each as the smallest model that showed it.
+
+Tolerance as in polyfuse.testing.fuzz: max |polyfuse - eager| <= 1e-4 * max |eager| + 1e-5,
+and the DRAM bytes the compiler planned equal the bytes the emulator moved.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import polyfuse
+from polyfuse.testing.fuzz import ABSOLUTE_TOLERANCE, RELATIVE_TOLERANCE
+
+
+def check_matches_eager(model: torch.nn.Module, *inputs: torch.Tensor) -> None:
+    compiled = polyfuse.compile(model.eval(), list(inputs), target="edge")
+    with torch.no_grad():
+        expected = model(*inputs)
+    actual = compiled(*inputs)
+    expected_outputs = expected if isinstance(expected, tuple) else (expected,)
+    actual_outputs = actual if isinstance(actual, tuple) else (actual,)
+    for got, want in zip(actual_outputs, expected_outputs, strict=True):
+        assert got.shape == want.shape
+        error = float((got - want).abs().max())
+        assert error <= RELATIVE_TOLERANCE * float(want.abs().max()) + ABSOLUTE_TOLERANCE
+    assert compiled.report is not None
+    assert compiled.report.planned_bytes == compiled.report.dram_bytes
+
+
+@pytest.mark.parametrize(("channels_in", "channels_out", "groups"), [(2, 4, 2), (5, 15, 5)])
+def test_grouped_convolution_with_channel_multiplier(
+    channels_in: int, channels_out: int, groups: int
+) -> None:
+    # The output init is an expand_shape of a tensor.empty, which had no DRAM location.
+    conv = torch.nn.Conv2d(channels_in, channels_out, 3, padding=1, groups=groups)
+    check_matches_eager(conv, torch.randn(1, channels_in, 5, 6))
+
+
+class GeluTanh(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate="tanh")
+
+
+def test_gelu_tanh_approximation() -> None:
+    # x ** 3 arrives as math.fpowi, which the vector unit did not accept.
+    check_matches_eager(GeluTanh(), 3 * torch.randn(2, 7, 3))
+
+
+class AvgPoolExcludingPadding(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        square = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+        oblong = F.avg_pool2d(x, (2, 3), stride=(1, 2), padding=1, count_include_pad=False)
+        return square, oblong
+
+
+def test_avg_pool_excluding_padding() -> None:
+    # torch-mlir computes the divisor with linalg.index in the body; decomposed instead.
+    check_matches_eager(AvgPoolExcludingPadding(), torch.randn(2, 3, 9, 7))
+
+
+class Reductions(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.sum(), x.amax()
+
+
+def test_rank_zero_outputs() -> None:
+    # A rank-0 tensor's tile has no dims (IndexError), and came back with shape (1,).
+    check_matches_eager(Reductions(), torch.randn(2, 4))
