@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +74,9 @@ class CompiledModel:
     compile_seconds: dict[str, float]
     mlir: dict[str, str] = field(default_factory=dict)
     report: Report | None = None
+    # schedule="fused": the fusion plan per function, or why it fell back to layer by layer
+    fusion_plans: list[Any] = field(default_factory=list)
+    fusion_fallback: str = ""
     check: bool = True
     overlap: bool = True
     sanitize: bool = False
@@ -153,16 +157,21 @@ def compile(
     *,
     keep_ir: bool = False,
     check: bool = True,
+    schedule: str = "layer-by-layer",
     overlap: bool = True,
     sanitize: bool = False,
 ) -> CompiledModel:
     """Compile `model` for `example_inputs`' shapes to run on the emulated `target`.
 
+    `schedule` is "layer-by-layer" or "fused" (cross-operator fusion, issue 4; falls back
+    to layer by layer, with the reason in `fusion_fallback`, on what it cannot fuse).
     `overlap` (default) double-buffers inner tile loops where the planner estimates it pays
     and lets the emulator's engines run concurrently; False gives the baseline without
     overlap (one buffer per tile, one instruction at a time). `sanitize` runs the
     emulator's shadow-memory checks on every call.
     """
+    if schedule not in ("layer-by-layer", "fused"):
+        raise PolyfuseError(f"schedule must be 'layer-by-layer' or 'fused', got '{schedule}'")
     target = target if isinstance(target, Target) else load_target(target)
     seconds: dict[str, float] = {}
     mlir: dict[str, str] = {}
@@ -184,16 +193,25 @@ def compile(
         snapshot("generalize", module)
 
         start = time.perf_counter()
-        operators = lower_module(module.operation, target, OVERLAP_BUFFERS if overlap else 1)
+        fusion_plans: list[Any] = []
+        fallback = ""
+        lowered = module.operation
+        if schedule == "fused":
+            fused_records, fusion_plans, fallback, lowered = _lower_fused(module, target)
+        if schedule == "fused" and not fallback:
+            operators = fused_records
+        else:
+            operators = lower_module(lowered, target, OVERLAP_BUFFERS if overlap else 1)
         seconds["lower"] = time.perf_counter() - start
-        snapshot("lower", module)
+        if keep_ir:
+            mlir["lower"] = lowered.get_asm(large_elements_limit=16, large_resource_limit=16)
 
         start = time.perf_counter()
-        verify_accel(module.operation)
+        verify_accel(lowered)
         seconds["verify"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        serialized = serialize(module.operation, "forward")
+        serialized = serialize(lowered, "forward")
         seconds["serialize"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -211,5 +229,21 @@ def compile(
         check=check,
         overlap=overlap,
         sanitize=sanitize,
+        fusion_plans=fusion_plans,
+        fusion_fallback=fallback,
         _dram=dram,
     )
+
+
+def _lower_fused(module: ir.Module, target: Target) -> tuple[Any, list[Any], str, ir.Operation]:
+    """Fused lowering of a clone of `module`: (records, plans, "", lowered clone), or
+    (None, [], reason, the untouched module) when fusion is not possible."""
+    from polyfuse.fusion import lower_module_fused
+
+    clone = module.operation.clone()
+    try:
+        records, plans = lower_module_fused(clone, target)
+    except PolyfuseError as error:
+        clone.erase()
+        return None, [], f"fusion fell back to layer by layer: {error}", module.operation
+    return records, plans, "", clone

@@ -15,13 +15,19 @@ product is at most `rows`. The remaining loops of the tile become issue loops.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch_mlir import ir
 
 from polyfuse.analysis.operators import GenericOperator
 from polyfuse.dialects import accel
-from polyfuse.lowering.tile_compute import with_issue_loops
+from polyfuse.lowering.tile_compute import (
+    TileView,
+    outer_coefficients,
+    outer_induction_variables,
+    with_issue_loops,
+)
 
 
 @dataclass(frozen=True)
@@ -144,8 +150,13 @@ def emit_contraction(
     c: tuple[ir.Value, tuple[int, ...]],
     a: tuple[ir.Value, tuple[int, ...]],
     b: tuple[ir.Value, tuple[int, ...]],
+    bases: Sequence[TileView] = (),
 ) -> None:
-    """The tile's accel.matmul instructions; each view is (buffer, per-loop strides)."""
+    """The tile's accel.matmul instructions; each view is (buffer, per-loop strides).
+
+    `bases`, when given, says where the c, a and b views start (their `offset` and
+    `outer` fields; a view into a resident tensor starts at an iv-dependent offset).
+    """
     m = list(plan.m_inner)
     m_sizes = [tile[dim] for dim in m]
     while len(m) < 2:
@@ -170,15 +181,25 @@ def emit_contraction(
     a_strides = strides_of(a[1], {"m", "k"})
     b_strides = strides_of(b[1], {"n", "k"})
 
+    starts = list(bases) or [TileView(None) for _ in range(3)]
+    outer_ivs = outer_induction_variables(starts)
+
     def body(ivs: list[ir.Value]) -> None:
         accesses = [
-            (0, tuple(view[1][loop] * step for loop, step in plan.issue)) for view in (c, a, b)
+            (
+                start.offset,
+                (
+                    *outer_coefficients(start, outer_ivs),
+                    *(view[1][loop] * step for loop, step in plan.issue),
+                ),
+            )
+            for view, start in zip((c, a, b), starts, strict=True)
         ]
         accel.matmul(
             c[0],
             a[0],
             b[0],
-            ivs,
+            [*outer_ivs, *ivs],
             shape,
             accesses,
             [c_strides, a_strides, b_strides],

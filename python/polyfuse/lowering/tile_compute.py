@@ -22,6 +22,10 @@ class TileView:
     buffer: ir.Value | None  # None: the scalar `scalar`
     strides: tuple[int, ...] = ()
     scalar: float = 0.0
+    # Where the view starts: `offset` elements plus coefficient x iv for every
+    # (iv, coefficient) of enclosing loops (a view into a resident tensor, issue 4).
+    offset: int = 0
+    outer: tuple[tuple[ir.Value, int], ...] = ()
 
     @property
     def is_scalar(self) -> bool:
@@ -36,6 +40,24 @@ def split_issue_dims(
     if len(active) <= max_dims:
         return [], active
     return active[: len(active) - max_dims], active[len(active) - max_dims :]
+
+
+def outer_induction_variables(views: Sequence[TileView]) -> list[ir.Value]:
+    """The enclosing-loop ivs any of `views` starts at, in order of first appearance."""
+    ivs: list[ir.Value] = []
+    for view in views:
+        for iv, _ in view.outer:
+            if iv not in ivs:
+                ivs.append(iv)
+    return ivs
+
+
+def outer_coefficients(view: TileView, ivs: Sequence[ir.Value]) -> list[int]:
+    """The view's coefficient of each iv of `ivs` (0 for those it does not depend on)."""
+    coefficients = [0] * len(ivs)
+    for iv, coefficient in view.outer:
+        coefficients[list(ivs).index(iv)] += coefficient
+    return coefficients
 
 
 def with_issue_loops(trip_counts: Sequence[int], body: Callable[[list[ir.Value]], None]) -> None:
@@ -65,14 +87,19 @@ def emit_vector(kind: str, dst: TileView, sources: Sequence[TileView], tile: Seq
     issue, inner = split_issue_dims(tile, range(len(tile)))
     shape = [tile[dim] for dim in inner] or [1]
 
+    outer_ivs = outer_induction_variables(views)
+
     def body(ivs: list[ir.Value]) -> None:
-        accesses = [(0, tuple(v.strides[dim] for dim in issue)) for v in views]
+        accesses = [
+            (v.offset, (*outer_coefficients(v, outer_ivs), *(v.strides[dim] for dim in issue)))
+            for v in views
+        ]
         strides = [[v.strides[dim] for dim in inner] or [0] for v in views]
         accel.vector(
             kind,
             dst.buffer,
             [v.buffer for v in buffers],
-            ivs,
+            [*outer_ivs, *ivs],
             shape,
             accesses,
             strides,

@@ -1,0 +1,329 @@
+"""The fusion planner: operator groups, on-chip storages and tiles for least DRAM traffic.
+
+The operators, in program (topological) order, are partitioned into groups of
+consecutive operators by dynamic programming:
+
+    best[j] = min over i < j of  best[i] + cost(operators i..j-1 as one group)
+
+Inside a group, every storage produced and consumed only by the group's operators is
+*internal*: it stays in the scratchpad and never touches DRAM. A group may run under
+one outer tile loop along a *shared dimension*: a class of loops, one per operator,
+that index the internal storages identically (union-find over (operator, loop) and
+(storage, dim), built from the access relations; padded dims, reshaped storages and
+reductions cannot be shared). Each internal storage then holds one outer tile's slice.
+The remaining scratchpad is what each operator's own tile search (`search_tiling`,
+the layer-by-layer search with the internal operands removed) may use. The cost of a
+group is exactly the bytes its DMAs move:
+
+    sum over operators of  tiling traffic of the DRAM operands x outer trips
+
+so the planner's prediction is the emulator's count (a test checks it on the zoo).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from polyfuse.analysis.affine import AffineAccess
+from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_tiling
+from polyfuse.errors import ScratchpadCapacityError
+from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
+from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
+
+MAX_GROUP_OPERATORS = 12
+CAPACITY_STEPS = 64  # inner capacities are rounded down to 1/64 of the scratchpad
+TILE_CANDIDATES = 3  # largest outer tiles tried per shared dimension
+
+
+def aligned(elements: int) -> int:
+    return -(-elements // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
+
+
+@dataclass
+class OperatorPlan:
+    """How one operator of a group runs: its loop on the shared dim, its tiling."""
+
+    extents: tuple[int, ...]
+    shared_loop: int | None
+    tiling: Tiling
+    dummy: bool  # the tiling problem had no DRAM operand (see `operator_problem`)
+    bytes: int
+
+
+@dataclass
+class GroupPlan:
+    operators: list[int]
+    internal: set[StorageKey]
+    slice_shapes: dict[StorageKey, tuple[int, ...]]
+    outer_tile: int  # along the shared dimension (its extent when not tiled)
+    trips: int
+    resident_elements: int
+    plans: dict[int, OperatorPlan] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.plans.values())
+
+
+@dataclass
+class FusionPlan:
+    groups: list[GroupPlan]
+    spm_bytes: int
+
+    @property
+    def predicted_bytes(self) -> int:
+        return sum(g.bytes for g in self.groups)
+
+    def group_of(self) -> dict[int, GroupPlan]:
+        return {index: g for g in self.groups for index in g.operators}
+
+
+def _internal(graph: OperatorGraph, members: set[int]) -> set[StorageKey]:
+    internal = {
+        key
+        for key, s in graph.storages.items()
+        if s.producer in members
+        and not s.external
+        and s.users <= members
+        and key[0] in ("gen", "pad")
+    }
+    changed = True
+    while changed:  # an on-chip output must not be initialised from DRAM
+        changed = False
+        for index in members:
+            for output in graph.operators[index].outputs:
+                init = output.init
+                if output.storage in internal and init is not None and init not in internal:
+                    internal.discard(output.storage)
+                    changed = True
+    return internal
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[object, object] = {}
+
+    def find(self, x: object) -> object:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: object, b: object) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _identity_loop(access: AffineAccess, row: int) -> int | None:
+    nonzero = [(loop, c) for loop, c in enumerate(access.coeffs[row]) if c != 0]
+    if len(nonzero) == 1 and nonzero[0][1] == 1 and access.consts[row] == 0:
+        return nonzero[0][0]
+    return None
+
+
+def shared_dimensions(
+    graph: OperatorGraph, members: list[int], internal: set[StorageKey]
+) -> list[dict[int, int]]:
+    """Classes of loops (operator -> loop) that index every internal storage identically."""
+    union = _UnionFind()
+    blocked: set[object] = set()
+    for index in members:
+        operator = graph.operators[index]
+        for loop, reduction in enumerate(operator.generic.is_reduction):
+            union.find(("L", index, loop))
+            if reduction:
+                blocked.add(("L", index, loop))
+        for use in [*operator.inputs, *operator.outputs]:
+            for key in (use.storage, use.init if use.is_output else None):
+                if key is None or key not in internal:
+                    continue
+                storage = graph.storages[key]
+                for row in range(use.access.rank):
+                    identity = _identity_loop(use.access, row)
+                    padded = bool(storage.low) and (storage.low[row] or storage.high[row])
+                    if identity is None or padded or storage.viewed or use.through_view:
+                        blocked.add(("S", key, row))
+                        blocked.update(
+                            ("L", index, other)
+                            for other, c in enumerate(use.access.coeffs[row])
+                            if c
+                        )
+                    else:
+                        union.union(("L", index, identity), ("S", key, row))
+    classes: dict[object, list[object]] = {}
+    for node in list(union.parent):
+        classes.setdefault(union.find(node), []).append(node)
+    result = []
+    for nodes in classes.values():
+        if any(node in blocked for node in nodes):
+            continue
+        loops = [n for n in nodes if isinstance(n, tuple) and n[0] == "L"]
+        per_operator: dict[int, int] = {}
+        for node in loops:
+            assert isinstance(node, tuple)
+            per_operator.setdefault(node[1], node[2])
+        if len(loops) != len(members) or set(per_operator) != set(members):
+            continue
+        if not any(isinstance(n, tuple) and n[0] == "S" for n in nodes):
+            continue
+        result.append(per_operator)
+    return result
+
+
+def _storage_dims(
+    graph: OperatorGraph, members: list[int], internal: set[StorageKey], shared: dict[int, int]
+) -> dict[StorageKey, int]:
+    """For each internal storage, the dim the shared loops index."""
+    dims: dict[StorageKey, int] = {}
+    for index in members:
+        operator = graph.operators[index]
+        for use in [*operator.inputs, *operator.outputs]:
+            if use.storage not in internal:
+                continue
+            for row in range(use.access.rank):
+                if _identity_loop(use.access, row) == shared[index]:
+                    dims[use.storage] = row
+    return dims
+
+
+def operator_problem(
+    operator: Operator,
+    internal: set[StorageKey],
+    extents: tuple[int, ...],
+    capacity_elements: int,
+) -> tuple[TilingProblem, bool]:
+    """The tile search problem of an operator whose internal operands are on chip.
+
+    With no DRAM operand at all, a stand-in operand that indexes no loop (one element,
+    loaded once) lets the same search size the tile for the temporaries; `True` says so.
+    """
+    operands = [TiledOperand(u.access) for u in operator.inputs if u.storage not in internal]
+    for output in operator.outputs:
+        if output.storage in internal:
+            continue
+        reads = output.reads_init and not output.init_scalar and output.init not in internal
+        operands.append(TiledOperand(output.access, is_output=True, reads=reads))
+    dummy = not operands
+    if dummy:
+        loops = len(extents)
+        operands.append(TiledOperand(AffineAccess(((0,) * loops,), (0,), loops)))
+    buffers = len(operands) + operator.temporaries
+    return (
+        TilingProblem(
+            extents=extents,
+            is_reduction=operator.generic.is_reduction,
+            operands=tuple(operands),
+            temporaries=operator.temporaries,
+            capacity_elements=capacity_elements - ALIGN_ELEMENTS * buffers,
+        ),
+        dummy,
+    )
+
+
+def _plan_group(
+    graph: OperatorGraph, members: list[int], spm_elements: int
+) -> tuple[GroupPlan | None, int]:
+    """The cheapest way to run `members` as one group (None if nothing fits) and the
+    fewest resident elements any candidate needed (to stop growing the group)."""
+    member_set = set(members)
+    internal = _internal(graph, member_set)
+    candidates: list[tuple[dict[int, int] | None, int]] = [(None, 0)]
+    if internal and not graph.after_copy & set(members[1:]):
+        for dimension in shared_dimensions(graph, members, internal):
+            extent = graph.operators[members[0]].generic.extents[dimension[members[0]]]
+            divisors = [d for d in range(1, extent) if extent % d == 0]
+            for tile in sorted(divisors, reverse=True)[:TILE_CANDIDATES]:
+                candidates.append((dimension, tile))
+    best: GroupPlan | None = None
+    least_resident = spm_elements + 1
+    for shared, tile in candidates:
+        dims = _storage_dims(graph, members, internal, shared) if shared else {}
+        slices: dict[StorageKey, tuple[int, ...]] = {}
+        for key in internal:
+            shape = list(graph.storages[key].shape)
+            if shared is not None:
+                if key not in dims:
+                    break
+                shape[dims[key]] = tile
+            slices[key] = tuple(shape)
+        else:
+            resident = sum(aligned(_product(s)) for s in slices.values())
+            least_resident = min(least_resident, resident)
+            if resident >= spm_elements:
+                continue
+            step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
+            capacity = (spm_elements - resident) // step * step
+            trips = 1
+            if shared is not None:
+                first = graph.operators[members[0]]
+                trips = first.generic.extents[shared[members[0]]] // tile
+            group = GroupPlan(
+                members,
+                internal,
+                slices,
+                tile if shared else 0,
+                trips,
+                resident,
+            )
+            feasible = True
+            for index in members:
+                operator = graph.operators[index]
+                extents = list(operator.generic.extents)
+                loop = shared[index] if shared is not None else None
+                if loop is not None:
+                    extents[loop] = tile
+                problem, dummy = operator_problem(operator, internal, tuple(extents), capacity)
+                tiling = search_tiling(problem)
+                if tiling is None:
+                    feasible = False
+                    break
+                traffic = tiling.traffic_elements - (1 if dummy else 0)
+                group.plans[index] = OperatorPlan(
+                    tuple(extents), loop, tiling, dummy, traffic * 4 * trips
+                )
+            if feasible and (best is None or group.bytes < best.bytes):
+                best = group
+    return best, least_resident
+
+
+def _product(shape: tuple[int, ...]) -> int:
+    size = 1
+    for extent in shape:
+        size *= extent
+    return size
+
+
+def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
+    """Partition the operators into groups with the least total DRAM traffic."""
+    spm_elements = spm_bytes // 4
+    count = len(graph.operators)
+    best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
+    cost = [0] + [-1] * count
+    choice: list[GroupPlan | None] = [None] * (count + 1)
+    for start in range(count):
+        if start > 0 and cost[start] < 0:
+            continue
+        for end in range(start + 1, min(count, start + MAX_GROUP_OPERATORS) + 1):
+            group, least_resident = _plan_group(graph, list(range(start, end)), spm_elements)
+            if group is not None:
+                total = cost[start] + group.bytes
+                if cost[end] < 0 or total < cost[end]:
+                    cost[end] = total
+                    choice[end] = group
+            if least_resident >= spm_elements:
+                break
+    del best
+    if count and cost[count] < 0:
+        raise ScratchpadCapacityError(
+            f"no fusion plan fits the {spm_bytes}-byte scratchpad (an operator does not fit "
+            "even on its own)"
+        )
+    groups: list[GroupPlan] = []
+    end = count
+    while end > 0:
+        group = choice[end]
+        assert group is not None
+        groups.append(group)
+        end = group.operators[0]
+    groups.reverse()
+    return FusionPlan(groups, spm_bytes)
