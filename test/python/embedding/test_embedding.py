@@ -254,3 +254,21 @@ def test_solve_time_on_the_largest_deepbench_shapes(vta, gemmini) -> None:  # ty
             conv2d(ConvParams(1, 512, 7, 7, 512, 3, 3, pad=(1, 1))),
         ):
             assert solve(op, instruction).solve_s < 1.0
+
+
+def test_combined_objective_weighs_layout_traffic(vta) -> None:  # type: ignore[no-untyped-def]
+    """C[200, 40] = A[200, 64] @ B[64, 40] on VTA.
+
+    Fixed: 200 rows * 4 K blocks * 3 N blocks (40 -> 48) = 2400 cycles, no layout change.
+    Transposed: 40 rows * 4 * 13 M blocks (200 -> 208) = 2080 cycles, but B must be
+    repacked (2 * 2560 bytes) and C unpacked (2 * 8000 bytes): 21120 bytes, 2640 cycles
+    at VTA's 8 bytes per cycle. Lexicographic picks the transposed one, combined the fixed.
+    """
+    _, instruction = vta
+    op = matmul(200, 40, 64)
+    lexicographic = solve(op, instruction)
+    assert (lexicographic.cycles, lexicographic.layout.bytes) == (2080, 21120)
+    assert lexicographic.embedding.transposed
+    combined = solve(op, instruction, layout_cycles_per_byte=1 / 8)
+    assert (combined.cycles, combined.layout.bytes) == (2400, 0)
+    assert not combined.embedding.transposed
