@@ -12,8 +12,9 @@ costs as much as a full one: that is the utilisation an embedding loses when it 
 
     output-stationary (VTA's GEMM core): accumulates in place, one 1x16x16 micro-op per
         cycle, no fill: fill_cycles = 0.
-    weight-stationary (Gemmini's WS mesh, polyfuse's emulator model): each block is
-        preloaded and the pipeline fills and drains: fill_cycles = rows + cols of the array.
+    weight-stationary (Gemmini's WS mesh): each block is preloaded (rows cycles) and the
+        pipeline fills and drains (rows + cols - 2), SCALE-Sim's analytical model and the
+        emulator's: fill_cycles = 2 * rows + cols - 2.
 
 `stream_limit` bounds the rows of one issued instruction (the accumulator slice that
 holds its results); a longer stream is cut into ceil(rows / stream_limit) instructions.
@@ -69,7 +70,7 @@ def instruction_model(target: Target) -> InstructionModel:
     weights = partition("weights", total // 4)
     outputs = partition("outputs", total // 2)
     rows, cols = target.pe_rows, target.pe_cols
-    fill = 0 if target.dataflow == "output-stationary" else rows + cols
+    fill = 0 if target.dataflow == "output-stationary" else 2 * rows + cols - 2
     # Room for an accumulator tile four blocks wide: int32 partial sums.
     stream_limit = max(1, outputs // (4 * 4 * cols))
     return InstructionModel(

@@ -251,6 +251,7 @@ def machine_for(target: Target, spm_elements: int) -> MachineParams:
         pe_cols=target.pe_cols,
         vector_width=target.vector_width,
         vector_latency_cycles=target.vector_latency_cycles,
+        dataflow=target.dataflow,
     )
 
 
@@ -277,8 +278,14 @@ def run(
             f"{op.label}: emulator executed {stats.matmuls} MATMULs / {stats.macs} MACs, "
             f"the trace says {issued} / {trace_macs(lowered.trace)}"
         )
+    cycles = trace_cycles(lowered.trace, instruction)
+    # On a weight-stationary target the emulator's own PE timing is the same model: it
+    # must agree exactly. (Its output-stationary model is a systolic array, not VTA's
+    # 1x16x16 vector-matrix core, so there the instruction model alone counts.)
+    if target.dataflow == "weight-stationary" and stats.pe_cycles != cycles:
+        raise AssertionError(f"{op.label}: emulator PE cycles {stats.pe_cycles} != trace {cycles}")
     output = restore_output(op, emb, dram[OUTPUT])
     expected = reference(op, lhs, rhs)
     scale = max(float(np.max(np.abs(expected))), 1e-30)
     error = float(np.max(np.abs(output.astype(np.float64) - expected))) / scale
-    return Execution(output, trace_cycles(lowered.trace, instruction), stats, error)
+    return Execution(output, cycles, stats, error)
