@@ -297,12 +297,13 @@ def _pick(
     candidates: list[dict[str, int]],
     instruction: InstructionModel,
     cycles_per_byte: float,
-) -> tuple[tuple[float, int, int, str], Embedding, LayoutCost]:
-    best: tuple[tuple[float, int, int, str], Embedding, LayoutCost] | None = None
+) -> tuple[tuple[float, int, int, bool, str], Embedding, LayoutCost]:
+    # Ties go to fewer issue loops, then to the untransposed embedding.
+    best: tuple[tuple[float, int, int, bool, str], Embedding, LayoutCost] | None = None
     for value in candidates:
         emb, cost = best_order(op, _extract(op, m, value), instruction)
         total = value["cycles"] + cost.bytes * cycles_per_byte
-        key = (total, cost.bytes, len(emb.loops), emb.describe())
+        key = (total, cost.bytes, len(emb.loops), emb.transposed, emb.describe())
         if best is None or key < best[0]:
             best = (key, emb, cost)
     assert best is not None
