@@ -42,14 +42,13 @@ double Timeline::schedule(int engine, const Access* accesses, int count, double 
   busy_[engine] += busy;
   makespan_ = std::max(makespan_, finish);
   if (timing_.overlap) {
+    dispatch_floor_ = *std::min_element(free_, free_ + kNumEngines);
     for (int i = 0; i < count; ++i) {
       const Access& a = accesses[i];
-      if (a.lo < a.hi) memory(a.buffer).record(a.lo, a.hi, a.write, finish);
-    }
-    dispatch_floor_ = *std::min_element(free_, free_ + kNumEngines);
-    if (++scheduled_ % 4096 == 0) {
-      spm_.prune(dispatch_floor_);
-      for (RangeTimes& d : dram_) d.prune(dispatch_floor_);
+      if (a.lo >= a.hi) continue;
+      RangeTimes& times = memory(a.buffer);
+      times.record(a.lo, a.hi, a.write, finish);
+      times.prune(dispatch_floor_);
     }
   }
   if (location >= 0 && location < static_cast<int64_t>(locations_.size())) {

@@ -76,10 +76,11 @@ class RangeTimes {
     }
   }
 
-  // Forgets times that can no longer delay anything (<= horizon) and merges equal neighbours, so
-  // the map stays as small as the set of live buffers.
+  // Forgets times that can no longer delay anything (<= horizon) and merges equal neighbours;
+  // if the map is still larger than kMaxSegments, merges neighbours pairwise keeping the later
+  // times (conservative: it can only add dependences), so every lookup stays cheap.
   void prune(double horizon) {
-    if (segments_.size() < 256) return;
+    if (segments_.size() <= kMaxSegments) return;
     Times previous{-1, -1};
     for (auto it = segments_.begin(); it != segments_.end();) {
       if (it->second.written <= horizon) it->second.written = 0;
@@ -92,6 +93,15 @@ class RangeTimes {
       previous = it->second;
       ++it;
     }
+    while (segments_.size() > kMaxSegments) {
+      for (auto it = segments_.begin(); it != segments_.end() && std::next(it) != segments_.end();
+           ++it) {
+        auto next = std::next(it);
+        it->second.written = std::max(it->second.written, next->second.written);
+        it->second.read = std::max(it->second.read, next->second.read);
+        segments_.erase(next);
+      }
+    }
   }
 
  private:
@@ -99,6 +109,7 @@ class RangeTimes {
     double written = 0, read = 0;
   };
   using Map = std::map<int64_t, Times>;
+  static constexpr size_t kMaxSegments = 64;
 
   Map::const_iterator find(int64_t lo) const {
     auto it = segments_.upper_bound(lo);
@@ -174,7 +185,6 @@ class Timeline {
   double busy_[kNumEngines] = {};
   double makespan_ = 0;
   double dispatch_floor_ = 0;  // min over engines of their free time
-  int64_t scheduled_ = 0;
   int64_t trace_limit_;
   double merge_gap_;
   int64_t last_event_[kNumEngines] = {-1, -1, -1, -1};

@@ -1,0 +1,347 @@
+"""Timing benchmark: overlap speedup over the zoo, and PE-array cycles against SCALE-Sim.
+
+    python bench/timing.py                                    # zoo on edge + ResNet-18 layers
+    python bench/timing.py --models resnet18 --targets edge --json out.json
+    python bench/timing.py --skip-layers                      # zoo table only
+
+Table 1 (zoo): per model x target, emulated cycles of the layer-by-layer schedule without
+overlap (single buffers, one instruction at a time: `cycles_layer_by_layer_no_overlap`)
+and of the best schedule polyfuse has (double-buffered tile loops on decoupled engines,
+and fusion when `compile(schedule="fused")` is available and faster: `cycles_best`),
+emulator wall time with timing on (`emulator_s`) and eager PyTorch (`eager_s`).
+
+Table 2 (layers): every convolution of ResNet-18 compiled alone for the target; the PE
+array's cycles with DMA assumed free (`pe_cycles_ideal_memory`, counted by the emulator
+from the executed matmuls) next to SCALE-Sim's compute cycles for the same layer, array
+size and dataflow (`scalesim_cycles`; SCALE-Sim with SRAMs and bandwidth large enough
+that it reports no stalls). Needs the `bench` extra (`pip install .[bench]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import contextlib
+import inspect
+import io
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import polyfuse
+from polyfuse.models import ZOO, get_model
+from polyfuse.runtime.emulator import set_num_threads
+from polyfuse.targets import load_target
+
+
+def best_time(function, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def schedules() -> list[str]:
+    """The schedules `polyfuse.compile` offers (fusion lands with issue 4)."""
+    parameter = inspect.signature(polyfuse.compile).parameters.get("schedule")
+    return ["layer-by-layer", "fused"] if parameter is not None else ["layer-by-layer"]
+
+
+def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
+    model, inputs = get_model(model_name)
+    with torch.no_grad():
+        reference = model(*inputs)
+        eager_s = best_time(lambda: model(*inputs), repeat)
+    baseline = polyfuse.compile(model, inputs, target=target, overlap=False)
+    baseline(*inputs)
+    assert baseline.report is not None
+    no_overlap = baseline.report.stats.cycles
+    best: dict[str, Any] = {}
+    for schedule in schedules():
+        kwargs = {"schedule": schedule} if schedule != "layer-by-layer" else {}
+        compiled = polyfuse.compile(model, inputs, target=target, overlap=True, **kwargs)
+        output = compiled(*inputs)
+        assert compiled.report is not None and isinstance(output, torch.Tensor)
+        error = float((output - reference).abs().max() / reference.abs().max())
+        cycles = compiled.report.stats.cycles
+        fell_back = bool(getattr(compiled, "fusion_fallback", ""))
+        if not best or cycles < best["cycles"]:
+            emulator_s = best_time(lambda c=compiled: c(*inputs), repeat)
+            best = {
+                "cycles": cycles,
+                "schedule": schedule + (" (fell back)" if fell_back else ""),
+                "emulator_s": emulator_s,
+                "max_rel_err": error,
+                "stats": compiled.report.stats,
+            }
+    stats = best["stats"]
+    return {
+        "model": model_name,
+        "target": target,
+        "layer": "all",
+        "cycles_layer_by_layer_no_overlap": no_overlap,
+        "cycles_layer_by_layer_overlap_engines_only": baseline.report.stats.cycles_serial,
+        "cycles_best": best["cycles"],
+        "best_schedule": best["schedule"],
+        "speedup": no_overlap / best["cycles"],
+        "pe_cycles_ideal_memory": stats.pe_cycles,
+        "dma_in_busy": stats.dma_load_cycles,
+        "dma_out_busy": stats.dma_store_cycles,
+        "emulator_s": round(best["emulator_s"], 4),
+        "eager_s": round(eager_s, 4),
+        "max_rel_err": best["max_rel_err"],
+    }
+
+
+# ---- SCALE-Sim ----
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    name: str
+    size: int  # input height = width
+    channels: int
+    filters: int
+    kernel: int
+    stride: int
+    padding: int
+
+    @property
+    def output_size(self) -> int:
+        return (self.size + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+def resnet18_convs() -> list[ConvLayer]:
+    """Every convolution of ResNet-18 (torchvision layout), in network order."""
+    layers = [ConvLayer("conv1", 224, 3, 64, 7, 2, 3)]
+    size, channels = 56, 64
+    for stage, filters in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            stride = 2 if stage > 1 and block == 0 else 1
+            prefix = f"layer{stage}.{block}"
+            layers.append(ConvLayer(f"{prefix}.conv1", size, channels, filters, 3, stride, 1))
+            out = (size + 2 - 3) // stride + 1
+            layers.append(ConvLayer(f"{prefix}.conv2", out, filters, filters, 3, 1, 1))
+            if stride == 2:
+                layers.append(ConvLayer(f"{prefix}.downsample", size, channels, filters, 1, 2, 0))
+            size, channels = out, filters
+    return layers
+
+
+SCALESIM_CONFIG = """[general]
+run_name = polyfuse
+
+[architecture_presets]
+ArrayHeight: {rows}
+ArrayWidth: {cols}
+IfmapSramSzkB: 1048576
+FilterSramSzkB: 1048576
+OfmapSramSzkB: 1048576
+IfmapOffset: 0
+FilterOffset: 100000000
+OfmapOffset: 200000000
+Bandwidth: 1000000
+Dataflow: {dataflow}
+ReadRequestBuffer: 32
+WriteRequestBuffer: 32
+
+[layout]
+IfmapCustomLayout: False
+IfmapSRAMBankBandwidth: 10
+IfmapSRAMBankNum: 10
+IfmapSRAMBankPort: 2
+FilterCustomLayout: False
+FilterSRAMBankBandwidth: 10
+FilterSRAMBankNum: 10
+FilterSRAMBankPort: 2
+
+[sparsity]
+SparsitySupport: false
+SparseRep: ellpack_block
+OptimizedMapping: false
+BlockSize: 8
+RandomNumberGeneratorSeed: 40
+
+[run_presets]
+InterfaceBandwidth: USER
+UseRamulatorTrace: False
+"""
+
+
+def _patch_scalesim_for_numpy2() -> None:
+    """SCALE-Sim 3.0.0 calls int(max(column)) on (n, 1) arrays, which numpy >= 2.4 refuses
+    ('only 0-dimensional arrays can be converted'); give its memory modules a `max` that
+    returns the scalar maximum, as numpy 1.x did. Nothing else is changed."""
+    import scalesim.memory.double_buffered_scratchpad_mem as double_buffered
+    import scalesim.memory.read_buffer as read_buffer
+
+    def scalar_max(*args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs:
+            return np.max(np.asarray(args[0]))
+        return builtins.max(*args, **kwargs)
+
+    for module in (read_buffer, double_buffered):
+        module.max = scalar_max  # type: ignore[attr-defined]
+
+
+def scalesim_cycles(layer: ConvLayer, rows: int, cols: int, dataflow: str) -> int:
+    """SCALE-Sim's compute cycles of one conv layer (ifmap given padded, as SCALE-Sim wants)."""
+    from scalesim.scale_sim import scalesim
+
+    _patch_scalesim_for_numpy2()
+    padded = layer.size + 2 * layer.padding
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        (folder / "arch.cfg").write_text(
+            SCALESIM_CONFIG.format(
+                rows=rows, cols=cols, dataflow={"weight-stationary": "ws"}.get(dataflow, "os")
+            )
+        )
+        topology = (
+            "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+            "Num Filter, Strides,\n"
+            f"{layer.name}, {padded}, {padded}, {layer.kernel}, {layer.kernel}, "
+            f"{layer.channels}, {layer.filters}, {layer.stride},\n"
+        )
+        (folder / "topology.csv").write_text(topology)
+        (folder / "layout.csv").write_text(topology)
+        simulator = scalesim(
+            save_disk_space=True,
+            verbose=False,
+            config=str(folder / "arch.cfg"),
+            topology=str(folder / "topology.csv"),
+            layout=str(folder / "layout.csv"),
+        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            simulator.run_scale(top_path=str(folder / "out"))
+        layer_sim = simulator.runner.single_layer_sim_object_list[0]
+        _, compute_cycles, stall_cycles, *_ = layer_sim.get_compute_report_items()
+        assert stall_cycles == 0, "SCALE-Sim reported stalls; raise its SRAM and bandwidth"
+        return int(compute_cycles)
+
+
+def analytic_cycles(layer: ConvLayer, rows: int, cols: int) -> int:
+    """The weight-stationary formula on the whole layer (SCALE-Sim's mapping, im2col)."""
+    m = layer.output_size**2
+    k = layer.kernel**2 * layer.channels
+    return math.ceil(k / rows) * math.ceil(layer.filters / cols) * (2 * rows + cols + m - 2)
+
+
+def measure_layer(layer: ConvLayer, target_name: str, run_scalesim: bool) -> dict[str, Any]:
+    target = load_target(target_name)
+    conv = torch.nn.Conv2d(
+        layer.channels, layer.filters, layer.kernel, layer.stride, layer.padding, bias=False
+    ).eval()
+    inputs = (torch.randn(1, layer.channels, layer.size, layer.size),)
+    compiled = polyfuse.compile(conv, inputs, target=target)
+    compiled(*inputs)
+    assert compiled.report is not None
+    record: dict[str, Any] = {
+        "model": "resnet18",
+        "target": target_name,
+        "layer": layer.name,
+        "shape": f"{layer.channels}x{layer.size}x{layer.size} k{layer.kernel} s{layer.stride} "
+        f"-> {layer.filters}",
+        "pe_cycles_ideal_memory": compiled.report.stats.pe_cycles,
+        "analytic_whole_layer_cycles": analytic_cycles(layer, target.pe_rows, target.pe_cols),
+        "scalesim_cycles": None,
+        "scalesim_error": "",
+    }
+    if run_scalesim:
+        try:
+            record["scalesim_cycles"] = scalesim_cycles(
+                layer, target.pe_rows, target.pe_cols, target.dataflow
+            )
+        except Exception as error:  # reported in the table, never replaced by a number
+            record["scalesim_error"] = f"{type(error).__name__}: {error}"
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
+    parser.add_argument("--targets", nargs="+", default=["edge"])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-layers", action="store_true", help="no per-layer table")
+    parser.add_argument("--skip-scalesim", action="store_true", help="per-layer, no SCALE-Sim")
+    parser.add_argument("--layers", nargs="*", help="only these ResNet-18 conv layers")
+    parser.add_argument("--json", help="write every record to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
+    console = Console(width=170)
+
+    records: list[dict[str, Any]] = []
+    for model_name in args.models:
+        for target in args.targets:
+            console.log(f"{model_name} on {target}")
+            records.append(measure_model(model_name, target, args.repeat))
+    zoo = Table(title=f"Emulated cycles, {args.threads} thread(s)")
+    for column in ("model", "target", "no overlap Mcyc", "best Mcyc", "best schedule",
+                   "speedup", "PE ideal Mcyc", "emulator s", "eager s", "emu/eager"):
+        zoo.add_column(column, justify="left" if column in ("model", "target") else "right")
+    for r in records:
+        zoo.add_row(
+            r["model"],
+            r["target"],
+            f"{r['cycles_layer_by_layer_no_overlap'] / 1e6:.2f}",
+            f"{r['cycles_best'] / 1e6:.2f}",
+            r["best_schedule"],
+            f"{r['speedup']:.2f}x",
+            f"{r['pe_cycles_ideal_memory'] / 1e6:.2f}",
+            f"{r['emulator_s']:.3f}",
+            f"{r['eager_s']:.3f}",
+            f"{r['emulator_s'] / r['eager_s']:.2f}x",
+        )
+    if records:
+        console.print(zoo)
+        for target in args.targets:
+            speedups = [r["speedup"] for r in records if r["target"] == target]
+            geomean = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+            console.print(f"geomean speedup on {target}: {geomean:.2f}x over {len(speedups)}")
+
+    if not args.skip_layers:
+        layer_records = []
+        for layer in resnet18_convs():
+            if args.layers and layer.name not in args.layers:
+                continue
+            for target in args.targets:
+                console.log(f"resnet18 {layer.name} on {target}")
+                layer_records.append(measure_layer(layer, target, not args.skip_scalesim))
+        table = Table(title="ResNet-18 convolutions: PE-array cycles with ideal memory")
+        for column in ("layer", "target", "shape", "polyfuse", "SCALE-Sim", "ratio",
+                       "whole-layer formula"):
+            table.add_column(column, justify="left" if column in ("layer", "target", "shape")
+                             else "right")
+        for r in layer_records:
+            scalesim = r["scalesim_cycles"]
+            table.add_row(
+                r["layer"],
+                r["target"],
+                r["shape"],
+                f"{r['pe_cycles_ideal_memory']:,.0f}",
+                f"{scalesim:,}" if scalesim is not None else r["scalesim_error"] or "skipped",
+                f"{r['pe_cycles_ideal_memory'] / scalesim:.3f}" if scalesim else "",
+                f"{r['analytic_whole_layer_cycles']:,}",
+            )
+        console.print(table)
+        records += layer_records
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2))
+
+
+if __name__ == "__main__":
+    main()
