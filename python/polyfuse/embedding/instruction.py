@@ -71,8 +71,9 @@ def instruction_model(target: Target) -> InstructionModel:
     outputs = partition("outputs", total // 2)
     rows, cols = target.pe_rows, target.pe_cols
     fill = 0 if target.dataflow == "output-stationary" else 2 * rows + cols - 2
-    # Room for an accumulator tile four blocks wide: int32 partial sums.
-    stream_limit = max(1, outputs // (4 * 4 * cols))
+    # The rows of int32 partial sums one block column of the accumulator holds: the
+    # longest stream that one preloaded block can serve.
+    stream_limit = max(1, outputs // (4 * cols))
     return InstructionModel(
         target=target.name,
         batch=1,

@@ -70,10 +70,10 @@ def test_gemv_by_hand(vta, gemmini) -> None:  # type: ignore[no-untyped-def]
     assert solution.embedding.transposed
     assert solution.optimal
     # Gemmini (weight-stationary: 16 cycles of preload + 30 of fill and drain per block,
-    # at most 256 rows per issue): fixed = 16 blocks * (300 + 2 * 46); streaming the one
+    # at most 1024 rows per issue): fixed = 16 blocks * (300 + 46); streaming the one
     # column would cost 16 * 19 * (1 + 46), so the solver keeps the fixed orientation.
-    assert cycles_of(fixed_embedding(op), gemmini[1]) == 16 * (300 + 2 * 46)
-    assert solve(op, gemmini[1]).cycles == 16 * (300 + 2 * 46)
+    assert cycles_of(fixed_embedding(op), gemmini[1]) == 16 * (300 + 46)
+    assert solve(op, gemmini[1]).cycles == 16 * (300 + 46)
 
 
 def test_conv_by_hand(vta) -> None:  # type: ignore[no-untyped-def]
@@ -174,9 +174,9 @@ def test_depthwise_uses_diagonal_packing_on_gemmini(gemmini) -> None:  # type: i
     solution = solve(op, gemmini[1])
     assert [p.dim for p in solution.embedding.diagonal] == ["g"]
     # 16 groups on the diagonal of one 16x16 block, 2 x 3 x 3 issue loops, 784 rows in
-    # 4 issues of at most 256: 18 * (784 + 4 * 46).
-    assert solution.cycles == 18 * (784 + 4 * 46)
-    assert cycles_of(fixed_embedding(op), gemmini[1]) == 32 * 9 * (784 + 4 * 46)
+    # one issue (at most 1024 rows): 18 * (784 + 46).
+    assert solution.cycles == 18 * (784 + 46)
+    assert cycles_of(fixed_embedding(op), gemmini[1]) == 32 * 9 * (784 + 46)
 
 
 def test_transposed_1x1_conv_needs_no_layout_change(vta) -> None:  # type: ignore[no-untyped-def]
@@ -240,10 +240,10 @@ def test_every_embedding_of_a_grouped_conv_computes_it(gemmini) -> None:  # type
 
 def test_trace_counts_the_remainder_tile(gemmini) -> None:  # type: ignore[no-untyped-def]
     _, instruction = gemmini
-    op = matmul(600, 16, 16)  # 600 rows: two 256-row issues and one of 88
+    op = matmul(2500, 16, 16)  # 2500 rows: two 1024-row issues and one of 452
     lowered = lower(op, fixed_embedding(op), instruction)
-    assert sorted(i.rows for i in lowered.trace) == [88, 256]
-    assert trace_cycles(lowered.trace, instruction) == 600 + 3 * 46
+    assert sorted((i.rows, i.count) for i in lowered.trace) == [(452, 1), (1024, 2)]
+    assert trace_cycles(lowered.trace, instruction) == 2500 + 3 * 46
 
 
 def test_solve_time_on_the_largest_deepbench_shapes(vta, gemmini) -> None:  # type: ignore[no-untyped-def]
