@@ -74,6 +74,14 @@ class LowerToAccel(ModulePass):
     name: ClassVar[str] = "polyfuse-lower-to-accel"
     target: str = "edge"
     buffers: int = 1
+    schedule: str = "layer-by-layer"  # or "fused" (issue 4, see docs/fusion.md)
 
     def run(self, module: ir.Operation) -> None:
+        if self.schedule == "fused":
+            from polyfuse.fusion import lower_module_fused
+
+            lower_module_fused(module, load_target(self.target))
+            return
+        if self.schedule != "layer-by-layer":
+            raise ValueError(f"schedule must be 'layer-by-layer' or 'fused', got '{self.schedule}'")
         lower_module(module, load_target(self.target), self.buffers)

@@ -74,8 +74,8 @@ class OperatorGraph:
     storages: dict[StorageKey, Storage]
     fills: set[ir.Operation]
     # Operators preceded (since the previous operator) by an op that moves data itself
-    # (a copy into a pad, concat, insert_slice): a group under an outer tile loop must
-    # not span them, or they would run once per outer tile.
+    # (a copy into a pad, concat, insert_slice): no group spans them (they would run
+    # once per outer tile, and their tiles use the scratchpad from byte 0).
     after_copy: set[int] = field(default_factory=set)
 
 

@@ -99,6 +99,7 @@ class _FusedLowering:
         self.spm: dict[int, dict[StorageKey, DramTensor]] = {}
         self.pads: dict[ir.Operation, DramTensor] = {}
         self.outer_iv: ir.Value | None = None
+        self.open_group: GroupPlan | None = None
         self.point = ir.InsertionPoint(state.entry)  # where the next op goes
         assert state.entry is not None
 
@@ -147,16 +148,23 @@ class _FusedLowering:
             self.state.locations[op.result] = self.pads[op]
             return
         if op.name != "linalg.generic" or op not in self.by_op:
+            before = len(self.state.records)
             lbl._lower_op(self.state, op)
+            if self.open_group is not None and len(self.state.records) > before:
+                raise UnsupportedError(
+                    f"{location_text(op)}: '{op.name}' moves data inside a fusion group"
+                )
             return
         operator = self.by_op[op]
         group = self.group_of[operator.index]
         if operator.index == group.operators[0]:
             self._open_group(group)
+            self.open_group = group if len(group.operators) > 1 else None
         with self.point:
             self._lower_operator(operator, group, group.plans[operator.index])
         if operator.index == group.operators[-1]:
             self._close_group(group)
+            self.open_group = None
 
     def _open_group(self, group: GroupPlan) -> None:
         with self.point:

@@ -221,14 +221,17 @@ def operator_problem(
 
 
 def _plan_group(
-    graph: OperatorGraph, members: list[int], spm_elements: int
+    graph: OperatorGraph,
+    members: list[int],
+    spm_elements: int,
+    searched: dict[TilingProblem, Tiling | None],
 ) -> tuple[GroupPlan | None, int]:
     """The cheapest way to run `members` as one group (None if nothing fits) and the
     fewest resident elements any candidate needed (to stop growing the group)."""
     member_set = set(members)
     internal = _internal(graph, member_set)
     candidates: list[tuple[dict[int, int] | None, int]] = [(None, 0)]
-    if internal and not graph.after_copy & set(members[1:]):
+    if internal:
         for dimension in shared_dimensions(graph, members, internal):
             extent = graph.operators[members[0]].generic.extents[dimension[members[0]]]
             divisors = [d for d in range(1, extent) if extent % d == 0]
@@ -273,7 +276,9 @@ def _plan_group(
                 if loop is not None:
                     extents[loop] = tile
                 problem, dummy = operator_problem(operator, internal, tuple(extents), capacity)
-                tiling = search_tiling(problem)
+                if problem not in searched:
+                    searched[problem] = search_tiling(problem)
+                tiling = searched[problem]
                 if tiling is None:
                     feasible = False
                     break
@@ -293,6 +298,13 @@ def _product(shape: tuple[int, ...]) -> int:
     return size
 
 
+def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
+    """Whether operator `index` reads a storage that one of `members` produces."""
+    operator = graph.operators[index]
+    keys = [u.storage for u in operator.inputs] + [u.init for u in operator.outputs]
+    return any(key is not None and graph.storages[key].producer in members for key in keys)
+
+
 def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic."""
     spm_elements = spm_bytes // 4
@@ -300,11 +312,17 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
     cost = [0] + [-1] * count
     choice: list[GroupPlan | None] = [None] * (count + 1)
+    searched: dict[TilingProblem, Tiling | None] = {}  # tilings are reused across groups
     for start in range(count):
         if start > 0 and cost[start] < 0:
             continue
         for end in range(start + 1, min(count, start + MAX_GROUP_OPERATORS) + 1):
-            group, least_resident = _plan_group(graph, list(range(start, end)), spm_elements)
+            if end - 1 > start and end - 1 in graph.after_copy:
+                break  # data-movement ops use the scratchpad from byte 0: never inside a group
+            members = list(range(start, end))
+            if end - 1 > start and not _reads_from(graph, end - 1, set(members[:-1])):
+                continue  # the same cost as splitting before it: nothing to gain
+            group, least_resident = _plan_group(graph, members, spm_elements, searched)
             if group is not None:
                 total = cost[start] + group.bytes
                 if cost[end] < 0 or total < cost[end]:

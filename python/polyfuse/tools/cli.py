@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     status = _Status(quiet=args.quiet)
     status.say(f"compiling {args.model} (batch {args.batch}) for target '{args.target}'")
     start = time.perf_counter()
-    compiled = polyfuse_compile(model, inputs, args.target)
+    compiled = polyfuse_compile(model, inputs, args.target, schedule=args.schedule)
     compile_seconds = time.perf_counter() - start
     status.say(
         f"running on the emulated accelerator ({len(compiled.serialized.program):,} instructions)"
@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("model", help="a bundled model (see `polyfuse models`)")
     run.add_argument("--target", default="edge", help="a preset name or a target .toml file")
     run.add_argument("--batch", type=int, default=1)
+    run.add_argument(
+        "--schedule",
+        choices=["layer-by-layer", "fused"],
+        default="layer-by-layer",
+        help="fused: cross-operator fusion (docs/fusion.md)",
+    )
     run.add_argument("--threads", type=int, default=1, help="CPU threads for emulator and eager")
     run.add_argument("--json", help="also write the report as JSON to this file")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
