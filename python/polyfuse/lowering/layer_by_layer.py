@@ -64,6 +64,7 @@ class OperatorRecord:
     extents: tuple[int, ...]
     planned_dram_bytes: int
     scratchpad_bytes: int
+    compulsory_bytes: int = 0  # its operands read once and its results written once
 
 
 @dataclass
@@ -519,6 +520,15 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
             extents=generic.extents,
             planned_dram_bytes=tiling.traffic_elements * 4,
             scratchpad_bytes=arena.peak_elements * 4,
+            compulsory_bytes=4
+            * sum(
+                int(np.prod(tensor.shape))
+                for tensor in [
+                    *(location for _, location in tile_inputs),
+                    *(init for init in output_inits if isinstance(init, DramTensor)),
+                    *out_locations,
+                ]
+            ),
         )
     )
 

@@ -113,8 +113,10 @@ class MachineParams:
 
 @dataclass
 class LocationStats:
-    """What the instructions of one source location (one operator) did."""
+    """What the instructions of one operator group (isa word 12, one per operator as the
+    serializer numbers them) did; `location` is where its first instruction came from."""
 
+    group: int
     location: str
     dram_read_bytes: int
     dram_write_bytes: int
@@ -142,9 +144,10 @@ class LocationStats:
 
 @dataclass(frozen=True)
 class TraceSlice:
-    """An engine busy on one operator from `start` to `finish` (cycles)."""
+    """An engine busy on one operator group from `start` to `finish` (cycles)."""
 
     engine: str
+    group: int
     location: str
     start: float
     finish: float
@@ -233,16 +236,25 @@ def execute(
         ) from None
     names = program.locations
     per_location = counters["locations"]
+    def name_of(location_id: int) -> str:
+        return names[location_id] if 0 <= location_id < len(names) else ""
+
     locations = [
         LocationStats(
-            location=names[i] if i < len(names) else "",
+            group=i,
+            location=name_of(per_location["location"][i]),
             **{key: per_location[key][i] for key in _LOCATION_KEYS},
         )
         for i in range(len(per_location["macs"]))
     ]
     trace = [
-        TraceSlice(ENGINES[engine], names[loc] if 0 <= loc < len(names) else "", *rest)
-        for engine, loc, *rest in counters["trace"]
+        TraceSlice(
+            ENGINES[engine],
+            group,
+            locations[group].location if 0 <= group < len(locations) else "",
+            *rest,
+        )
+        for engine, group, *rest in counters["trace"]
     ]
     scalar = {f.name: counters[f.name] for f in fields(ExecutionStats) if f.name not in _LISTS}
     return ExecutionStats(
@@ -255,7 +267,7 @@ def execute(
 
 
 _LISTS = ("locations", "trace", "trace_dropped", "occupancy")
-_LOCATION_KEYS = [f.name for f in fields(LocationStats) if f.name != "location"]
+_LOCATION_KEYS = [f.name for f in fields(LocationStats) if f.name not in ("group", "location")]
 
 
 def set_num_threads(threads: int) -> None:

@@ -14,7 +14,9 @@ Record layout (RECORD_WORDS int64 words):
     word 9            flags (FLAG_*)
     word 10           aux: trip count (OP_LOOP), pc of the matching OP_LOOP (OP_ENDLOOP)
     word 11           location id (index into the program's location table, for errors)
-    words 12..15      reserved (0)
+    word 12           operator group id (which operator the instruction belongs to, for
+                      per-operator statistics and the trace; 0 when not set)
+    words 13..15      reserved (0)
     words 16..95      four operand views, VIEW_WORDS words each (view i at 16 + 20*i)
 
 A view addresses memory with an affine access pattern, as a DMA descriptor or an
@@ -68,6 +70,7 @@ W_TOKEN = 8
 W_FLAGS = 9
 W_AUX = 10
 W_LOCATION = 11
+W_GROUP = 12
 
 V_MEMORY = 0
 V_BUFFER = 1

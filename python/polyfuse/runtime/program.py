@@ -34,6 +34,7 @@ from polyfuse.runtime.isa import (
     VIEW_WORDS,
     W_AUX,
     W_FLAGS,
+    W_GROUP,
     W_LOCATION,
     W_OPCODE,
     W_SHAPE,
@@ -103,6 +104,7 @@ class ProgramBuilder:
         self._immediates: list[float] = []
         self._locations: dict[str, int] = {}
         self._open_loops: list[int] = []  # pc of each enclosing LOOP, outermost first
+        self.group = 0  # operator group id written into every new record (W_GROUP)
 
     @property
     def pc(self) -> int:
@@ -221,6 +223,7 @@ class ProgramBuilder:
         record[W_OPCODE] = opcode
         record[W_SHAPE : W_SHAPE + MAX_DIMS] = 1
         record[W_LOCATION] = self._locations.setdefault(location, len(self._locations))
+        record[W_GROUP] = self.group
         return record
 
     def _append(self, record: np.ndarray, immediate: float) -> int:

@@ -43,6 +43,10 @@ class DramBuffer:
 
 @dataclass
 class SerializedProgram:
+    """The instruction table and its DRAM buffers. Operator groups (isa word 12) are
+    numbered 1, 2, ... in program order, one per top-level run of accel.alloc; group 0
+    holds whatever comes before the first."""
+
     program: Program
     buffers: list[DramBuffer] = field(default_factory=list)
 
@@ -74,7 +78,14 @@ class _Serializer:
         self.block(block, depth=0)
 
     def block(self, block: ir.Block, depth: int) -> None:
+        previous = ""
         for op in block.operations:
+            name = op.operation.name
+            # Each operator is emitted as allocs, its tile loops, deallocs: a top-level
+            # accel.alloc after anything but another alloc starts the next operator group.
+            if depth == 0 and name == "accel.alloc" and previous != "accel.alloc":
+                self.builder.group += 1
+            previous = name
             self.op(op.operation, depth)
 
     def op(self, op: ir.Operation, depth: int) -> None:

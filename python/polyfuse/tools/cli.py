@@ -8,6 +8,7 @@ polyfuse targets                          the target presets
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -30,12 +31,19 @@ def _run(args: argparse.Namespace) -> int:
     status = _Status(quiet=args.quiet)
     status.say(f"compiling {args.model} (batch {args.batch}) for target '{args.target}'")
     start = time.perf_counter()
-    compiled = polyfuse_compile(model, inputs, args.target, schedule=args.schedule)
+    options = {"overlap": not args.no_overlap, "sanitize": args.sanitize}
+    with status.progress("compiling"):
+        compiled = polyfuse_compile(
+            model, inputs, args.target, schedule=args.schedule, **options
+        )
     compile_seconds = time.perf_counter() - start
     status.say(
         f"running on the emulated accelerator ({len(compiled.serialized.program):,} instructions)"
     )
-    output = compiled(*inputs)
+    if args.trace:
+        compiled.trace_limit = TRACE_SLICES
+    with status.progress("emulating"):
+        output = compiled(*inputs)
     with torch.no_grad():
         reference = model(*inputs)
     assert isinstance(output, torch.Tensor)
@@ -48,6 +56,14 @@ def _run(args: argparse.Namespace) -> int:
     matches = error <= TOLERANCE
     verdict = "matches" if matches else "DOES NOT match"
     print(f"{verdict} eager PyTorch: max relative error {error:.2e} (tolerance {TOLERANCE:.0e})")
+    if args.operators:
+        print(report.format_operators(limit=args.operators))
+    if args.trace:
+        report.write_trace(args.trace)
+        print(f"engine timelines written to {args.trace} (open in ui.perfetto.dev)")
+    if args.plots:
+        for path in report.write_plots(args.plots, name=args.model):
+            print(f"plot written to {path}")
     print(
         f"compiled in {compile_seconds:.2f} s: "
         + ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in compiled.compile_seconds.items())
@@ -65,8 +81,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if matches else 1
 
 
+TRACE_SLICES = 1_000_000  # engine slices recorded for --trace
+
+
 class _Status:
-    """Progress lines on stderr, quiet with --quiet or when stderr is not a terminal."""
+    """Progress lines and spinners on stderr, quiet with --quiet or when stderr is not a
+    terminal."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet or not sys.stderr.isatty()
@@ -74,6 +94,23 @@ class _Status:
     def say(self, message: str) -> None:
         if not self.quiet:
             print(f"polyfuse: {message}", file=sys.stderr)
+
+    def progress(self, what: str) -> contextlib.AbstractContextManager[object]:
+        """A transient rich spinner with elapsed time while `what` runs."""
+        if self.quiet:
+            return contextlib.nullcontext()
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        progress.add_task(what, total=None)
+        return progress
 
 
 def _models(_: argparse.Namespace) -> int:
@@ -113,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=1, help="CPU threads for emulator and eager")
     run.add_argument("--json", help="also write the report as JSON to this file")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="baseline: single buffers, engines one instruction at a time",
+    )
+    run.add_argument("--sanitize", action="store_true", help="emulator shadow-memory checks")
+    run.add_argument("--trace", help="write the engines' timelines (Chrome/Perfetto JSON) here")
+    run.add_argument("--plots", help="write traffic, roofline and occupancy PNGs to this folder")
+    run.add_argument(
+        "--operators", type=int, default=0, metavar="N", help="print the N longest operators"
+    )
     run.set_defaults(handler=_run)
     commands.add_parser("models", help="list the bundled models").set_defaults(handler=_models)
     commands.add_parser("targets", help="list the target presets").set_defaults(handler=_targets)

@@ -152,16 +152,20 @@ def test_pe_array_dataflows(dataflow: str, expected: int) -> None:
 def test_per_location_stats_and_trace() -> None:
     b = ProgramBuilder()
     for tile in range(3):
+        b.group = 1  # operator groups, as the serializer numbers them
         load(b, 0, 0, 16, token=0, c0=16 * tile, location="conv.py:3:1")
         b.wait(0)
         matmul_4x4(b, 64, 0, 0, location="conv.py:3:1")
+        b.group = 2
         b.dma(View.dram(1, 16 * tile, strides=(1,)), View.spm(64, strides=(1,)), (16,), 1,
               location="relu.py:4:1")
         b.wait(1)
     dram = [np.ones(48, np.float32), np.zeros(48, np.float32)]
     stats = run(b, dram, trace_limit=100, trace_merge_gap=1e9)
-    by_name = {s.location: s for s in stats.locations}
-    conv, relu = by_name["conv.py:3:1"], by_name["relu.py:4:1"]
+    assert [s.group for s in stats.locations] == [0, 1, 2]
+    assert stats.locations[0].first_start == -1  # nothing ran in group 0
+    conv, relu = stats.locations[1], stats.locations[2]
+    assert (conv.location, relu.location) == ("conv.py:3:1", "relu.py:4:1")
     assert conv.dram_read_bytes == 3 * 64 and conv.dram_write_bytes == 0
     assert relu.dram_write_bytes == 3 * 64
     assert conv.macs == 3 * 64 and conv.pe_cycles == 3 * 14
@@ -181,7 +185,8 @@ def test_per_location_stats_and_trace() -> None:
 def test_trace_limit_counts_dropped_slices() -> None:
     b = ProgramBuilder()
     for tile in range(5):
-        load(b, 0, 0, 16, token=0, c0=16 * tile, location=f"op{tile}")
+        b.group = tile
+        load(b, 0, 0, 16, token=0, c0=16 * tile)
         b.wait(0)
     stats = run(b, [np.ones(80, np.float32)], trace_limit=2)
     assert len(stats.trace) == 2 and stats.trace_dropped == 3

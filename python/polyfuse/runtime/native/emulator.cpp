@@ -80,8 +80,9 @@ nb::dict counters_dict(const emulator::Counters& c) {
 
 // Per-location statistics as lists indexed by location id.
 nb::dict locations_dict(const std::vector<emulator::LocationStats>& locations) {
-  nb::list read, written, macs, elements, first, last, dma_in, dma_out, pe, vector;
+  nb::list location, read, written, macs, elements, first, last, dma_in, dma_out, pe, vector;
   for (const emulator::LocationStats& s : locations) {
+    location.append(s.location);
     read.append(s.dram_read_bytes);
     written.append(s.dram_write_bytes);
     macs.append(s.macs);
@@ -94,6 +95,7 @@ nb::dict locations_dict(const std::vector<emulator::LocationStats>& locations) {
     vector.append(s.busy[emulator::kVectorUnit]);
   }
   nb::dict d;
+  d["location"] = location;
   d["dram_read_bytes"] = read;
   d["dram_write_bytes"] = written;
   d["macs"] = macs;
@@ -110,7 +112,7 @@ nb::dict locations_dict(const std::vector<emulator::LocationStats>& locations) {
 nb::list trace_list(const std::vector<emulator::TraceEvent>& trace) {
   nb::list events;
   for (const emulator::TraceEvent& e : trace)
-    events.append(nb::make_tuple(e.engine, e.location, e.start, e.finish, e.busy, e.instructions));
+    events.append(nb::make_tuple(e.engine, e.group, e.start, e.finish, e.busy, e.instructions));
   return events;
 }
 

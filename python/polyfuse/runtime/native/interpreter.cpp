@@ -67,7 +67,7 @@ class Interpreter {
         timing_(timing),
         options_(options),
         check_(options.check || options.sanitize),
-        timeline_(timing, static_cast<int64_t>(dram.size()), location_count(records, count),
+        timeline_(timing, static_cast<int64_t>(dram.size()), group_count(records, count),
                   options.trace_limit, options.trace_merge_gap) {
     if (options.sanitize) shadow_ = std::make_unique<Shadow>(spm_elements);
   }
@@ -113,9 +113,9 @@ class Interpreter {
  private:
   [[noreturn]] void trap(const std::string& message) const { throw Trap(message, pc_); }
 
-  static int64_t location_count(const Record* records, int64_t count) {
+  static int64_t group_count(const Record* records, int64_t count) {
     int64_t most = -1;
-    for (int64_t pc = 0; pc < count; ++pc) most = std::max(most, records[pc].location);
+    for (int64_t pc = 0; pc < count; ++pc) most = std::max(most, records[pc].group);
     return most + 1;
   }
 
@@ -414,11 +414,10 @@ class Interpreter {
     const double busy = dma_busy_cycles(timing_, rows, run * 4);
     const Access accesses[2] = {access_of(r.views[0], dst, true),
                                 access_of(r.views[1], src, false)};
-    const int64_t location = r.location;
     timeline_.schedule(is_load ? kDmaIn : kDmaOut, accesses, 2, busy, timing_.dma_latency_cycles,
-                       location);
+                       r.group, r.location);
     counters_.cycles_serial += busy + timing_.dma_latency_cycles;
-    LocationStats* stats = location_stats(location);
+    LocationStats* stats = group_stats(r.group);
     if (is_load) {
       counters_.dma_loads += 1;
       counters_.dram_read_bytes += bytes;
@@ -436,10 +435,9 @@ class Interpreter {
     }
   }
 
-  LocationStats* location_stats(int64_t location) {
+  LocationStats* group_stats(int64_t group) {
     auto& all = timeline_.locations();
-    return location >= 0 && location < static_cast<int64_t>(all.size()) ? &all[location]
-                                                                        : nullptr;
+    return group >= 0 && group < static_cast<int64_t>(all.size()) ? &all[group] : nullptr;
   }
 
   void execute_wait(const Record& r) {
@@ -481,9 +479,9 @@ class Interpreter {
     const double busy = element_count(r) > 0 ? matmul_cycles(timing_, m, n, k) : 0.0;
     const Access accesses[4] = {access_of(r.views[0], c, true), access_of(r.views[1], a, false),
                                 access_of(r.views[2], b, false), access_of(r.views[0], c, false)};
-    timeline_.schedule(kPeArray, accesses, accumulate ? 4 : 3, busy, 0, r.location);
+    timeline_.schedule(kPeArray, accesses, accumulate ? 4 : 3, busy, 0, r.group, r.location);
     counters_.cycles_serial += busy;
-    if (LocationStats* stats = location_stats(r.location)) stats->macs += m * n * k;
+    if (LocationStats* stats = group_stats(r.group)) stats->macs += m * n * k;
   }
 
   void require_broadcast(const Record& r, int view, std::initializer_list<int> dims,
@@ -527,9 +525,9 @@ class Interpreter {
     counters_.vector_elements += elements;
     const double busy = static_cast<double>(ceil_div(elements, timing_.vector_width));
     timeline_.schedule(kVectorUnit, accesses, 1 + arity, busy, timing_.vector_latency_cycles,
-                       r.location);
+                       r.group, r.location);
     counters_.cycles_serial += busy + timing_.vector_latency_cycles;
-    if (LocationStats* stats = location_stats(r.location)) stats->vector_elements += elements;
+    if (LocationStats* stats = group_stats(r.group)) stats->vector_elements += elements;
   }
 
   static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }

@@ -110,7 +110,8 @@ struct Record {
   int64_t flags;
   int64_t aux;
   int64_t location;
-  int64_t reserved[4];
+  int64_t group;  // operator group id (statistics and trace only)
+  int64_t reserved[3];
   ViewWords views[kNumViews];
 };
 
@@ -129,6 +130,7 @@ static_assert(offsetof(Record, token) == 8 * 8);
 static_assert(offsetof(Record, flags) == 9 * 8);
 static_assert(offsetof(Record, aux) == 10 * 8);
 static_assert(offsetof(Record, location) == 11 * 8);
+static_assert(offsetof(Record, group) == 12 * 8);
 static_assert(offsetof(Record, views) == kViewBase * 8);
 
 }  // namespace polyfuse::isa

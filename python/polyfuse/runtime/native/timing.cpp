@@ -24,7 +24,7 @@ double dma_busy_cycles(const Timing& timing, int64_t rows, int64_t run_bytes) {
 }
 
 double Timeline::schedule(int engine, const Access* accesses, int count, double busy,
-                          double latency, int64_t location) {
+                          double latency, int64_t group, int64_t location) {
   double start;
   if (timing_.overlap) {
     start = free_[engine];
@@ -51,21 +51,22 @@ double Timeline::schedule(int engine, const Access* accesses, int count, double 
       times.prune(dispatch_floor_);
     }
   }
-  if (location >= 0 && location < static_cast<int64_t>(locations_.size())) {
-    LocationStats& s = locations_[location];
+  if (group >= 0 && group < static_cast<int64_t>(locations_.size())) {
+    LocationStats& s = locations_[group];
+    if (s.location < 0) s.location = location;
     s.busy[engine] += busy;
     if (s.first_start < 0 || start < s.first_start) s.first_start = start;
     s.last_finish = std::max(s.last_finish, finish);
   }
-  if (trace_limit_ > 0) trace(engine, location, start, finish, busy);
+  if (trace_limit_ > 0) trace(engine, group, start, finish, busy);
   return finish;
 }
 
-void Timeline::trace(int engine, int64_t location, double start, double finish, double busy) {
+void Timeline::trace(int engine, int64_t group, double start, double finish, double busy) {
   const int64_t last = last_event_[engine];
   if (last >= 0) {
     TraceEvent& e = trace_[last];
-    if (e.location == location && start - e.finish <= merge_gap_ && start >= e.start) {
+    if (e.group == group && start - e.finish <= merge_gap_ && start >= e.start) {
       e.finish = std::max(e.finish, finish);
       e.busy += busy;
       e.instructions += 1;
@@ -77,7 +78,7 @@ void Timeline::trace(int engine, int64_t location, double start, double finish, 
     return;
   }
   last_event_[engine] = static_cast<int64_t>(trace_.size());
-  trace_.push_back({engine, location, start, finish, busy, 1});
+  trace_.push_back({engine, group, start, finish, busy, 1});
 }
 
 }  // namespace polyfuse::emulator

@@ -139,13 +139,14 @@ struct Access {
 // one engine are merged into one slice when they follow each other within `merge_gap` cycles).
 struct TraceEvent {
   int engine;
-  int64_t location;
+  int64_t group;
   double start, finish, busy;
   int64_t instructions;
 };
 
-// Per source location (operator): traffic, work and engine time.
+// Per operator group (isa word 12): traffic, work and engine time.
 struct LocationStats {
+  int64_t location = -1;  // location id of the group's first timed instruction
   int64_t dram_read_bytes = 0, dram_write_bytes = 0, macs = 0, vector_elements = 0;
   double busy[kNumEngines] = {};
   double first_start = -1, last_finish = 0;
@@ -163,7 +164,7 @@ class Timeline {
 
   // Schedules one instruction on `engine`; returns its finish time.
   double schedule(int engine, const Access* accesses, int count, double busy, double latency,
-                  int64_t location);
+                  int64_t group, int64_t location);
 
   double makespan() const { return makespan_; }
   double busy(int engine) const { return busy_[engine]; }
@@ -175,7 +176,7 @@ class Timeline {
 
  private:
   RangeTimes& memory(int64_t buffer) { return buffer < 0 ? spm_ : dram_[buffer]; }
-  void trace(int engine, int64_t location, double start, double finish, double busy);
+  void trace(int engine, int64_t group, double start, double finish, double busy);
 
   Timing timing_;
   RangeTimes spm_;
