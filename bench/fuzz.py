@@ -127,9 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=100, help="number of random cases")
     parser.add_argument("--seed", type=int, default=0, help="seed of the case sequence")
     parser.add_argument("--first", type=int, default=0, help="index of the first case")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes (0: run in this process)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case")
     parser.add_argument("--json", dest="json_path", default=None, help="write a summary here")
+    parser.add_argument(
+        "--log", default=None, help="append each case's result here as it finishes (JSON lines)"
+    )
     parser.add_argument(
         "--out",
         default=str(REPO / "bench" / "fuzz-failures"),
@@ -147,6 +152,23 @@ def main(argv: list[str] | None = None) -> int:
         todo.put(index)
     answers: list[dict[str, Any]] = []
     lock = threading.Lock()
+    log = open(args.log, "a") if args.log else None  # noqa: SIM115 (closed below)
+
+    def drain_in_process() -> None:
+        from polyfuse.testing.fuzz import run_case
+
+        while not todo.empty():
+            index = todo.get_nowait()
+            result = run_case(*case_inputs(args.seed, index))
+            record({"case": index, **vars(result)})
+
+    def record(answer: dict[str, Any]) -> None:
+        with lock:
+            answers.append(answer)
+            if log is not None:
+                log.write(json.dumps(answer) + "\n")
+                log.flush()
+            _progress(answer, len(answers), args.cases, start)
 
     def drain() -> None:
         process = Worker()
@@ -156,19 +178,20 @@ def main(argv: list[str] | None = None) -> int:
                     index = todo.get_nowait()
                 except queue.Empty:
                     return
-                answer = process.run(args.seed, index, args.timeout)
-                with lock:
-                    answers.append(answer)
-                    _progress(answer, len(answers), args.cases, start)
+                record(process.run(args.seed, index, args.timeout))
         finally:
             process.stop()
 
-    threads = [threading.Thread(target=drain) for _ in range(max(1, args.jobs))]
+    if args.jobs == 0:  # no isolation from crashes and hangs: for tests and debugging
+        drain_in_process()
+    threads = [threading.Thread(target=drain) for _ in range(args.jobs)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - start
+    if log is not None:
+        log.close()
 
     answers.sort(key=lambda a: int(a["case"]))
     failures = [a for a in answers if a["outcome"] != "ok"]

@@ -27,22 +27,42 @@ def polyfuse_backend(
     from polyfuse.compiler import compile as polyfuse_compile
 
     target = (options or {}).get("target", "edge")
-    if not all(isinstance(x, torch.Tensor) for x in example_inputs):
-        return _fallback(
-            graph_module,
-            "the graph has non-tensor inputs (dynamic shapes?); "
-            "use torch.compile(..., dynamic=False)",
-        )
+    reason = _why_not_static(example_inputs)
+    if reason:
+        return _fallback(graph_module, reason)
     try:
         compiled = polyfuse_compile(graph_module, list(example_inputs), target)
     except PolyfuseError as error:
         return _fallback(graph_module, str(error))
+    except Exception as error:  # a bug in polyfuse: keep the user's results right
+        return _fallback(
+            graph_module,
+            f"internal error in polyfuse (please report it): {type(error).__name__}: {error}",
+        )
 
     def run(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = compiled(*args)
         return outputs if isinstance(outputs, tuple) else (outputs,)
 
     return run
+
+
+def _why_not_static(example_inputs: Sequence[Any]) -> str:
+    """Why the graph's inputs are not static tensors, or "" if they are."""
+    for index, value in enumerate(example_inputs):
+        if isinstance(value, torch.SymInt | torch.SymFloat):
+            return (
+                f"the graph has dynamic shapes (input {index} is a symbolic size); polyfuse "
+                "compiles static shapes only: use torch.compile(..., dynamic=False)"
+            )
+        if not isinstance(value, torch.Tensor):
+            return f"graph input {index} is a {type(value).__name__}, not a tensor"
+        if any(not isinstance(size, int) for size in value.shape):
+            return (
+                f"the graph has dynamic shapes (input {index} has shape {tuple(value.shape)}); "
+                "polyfuse compiles static shapes only: use torch.compile(..., dynamic=False)"
+            )
+    return ""
 
 
 def _fallback(graph_module: torch.fx.GraphModule, reason: str) -> Callable[..., Any]:

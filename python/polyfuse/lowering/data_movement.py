@@ -47,8 +47,12 @@ def emit_copy(
     )
     tiling = search_tiling(problem)
     if tiling is None:
+        needed = (1 + ALIGN_ELEMENTS) * 4  # one element, in one aligned buffer
         raise ScratchpadCapacityError(
-            f"{where}: not even one element fits the scratchpad of target '{target.name}'"
+            f"{where}: copying a tensor of shape {shape} needs a scratchpad tile of at least "
+            f"one element, but not even one fits the scratchpad of target '{target.name}' "
+            f"({target.scratchpad_bytes} bytes); its smallest tile needs {needed} bytes. "
+            "Use a target with a larger scratchpad."
         )
     arena = ScratchpadArena(target.scratchpad_bytes // 4)
     operand = TileOperand(

@@ -104,13 +104,17 @@ def lower_function(
     operator when that is estimated to be faster (see tile_nest.plan_buffering)."""
     name = ir.StringAttr(func_op.attributes["sym_name"]).value
     function_type = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
+    for t in [*function_type.inputs, *function_type.results]:
+        # Checked before anything reads a shape (an index argument crashed here).
+        if not isinstance(t, ir.RankedTensorType) or not isinstance(
+            ir.RankedTensorType(t).element_type, ir.F32Type
+        ):
+            raise UnsupportedError(
+                f"function @{name}: argument or result type {t} is not a ranked tensor of "
+                "f32; polyfuse-lower-to-accel takes functions from f32 tensors to f32 tensors"
+            )
     inputs = [_f32_memref(tuple(ir.ShapedType(t).shape)) for t in function_type.inputs]
     outputs = [_f32_memref(tuple(ir.ShapedType(t).shape)) for t in function_type.results]
-    for t in [*function_type.inputs, *function_type.results]:
-        if not isinstance(t, ir.RankedTensorType):
-            raise UnsupportedError(
-                f"function @{name}: argument or result type {t} is not a ranked tensor"
-            )
     with ir.InsertionPoint(func_op), func_op.location:
         new_func = func.FuncOp(name + "__accel", (inputs + outputs, []))
     entry = new_func.add_entry_block()
@@ -412,7 +416,7 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
     )
     tiling, stages = plan_buffering(problem, target.scratchpad_bytes // 4, state.buffers, work)
     if tiling is None:
-        _raise_capacity(state, problem, loc_text)
+        _raise_capacity(state, problem, f"{loc_text}: {_operator_name(generic, kind)} operator")
     assert tiling is not None
 
     # Output locations.
@@ -572,9 +576,9 @@ def _raise_capacity(state: _State, problem: TilingProblem, where: str) -> None:
     )
     needed = (smallest + ALIGN_ELEMENTS * (len(problem.operands) + problem.temporaries)) * 4
     raise ScratchpadCapacityError(
-        f"{where}: no tile of this operator fits the scratchpad of target "
-        f"'{state.target.name}' ({state.target.scratchpad_bytes} bytes); its smallest tile "
-        f"{ones} needs {needed} bytes. Use a target with a larger scratchpad."
+        f"{where} with loop extents {problem.extents}: no tile of this operator fits the "
+        f"scratchpad of target '{state.target.name}' ({state.target.scratchpad_bytes} bytes); "
+        f"its smallest tile {ones} needs {needed} bytes. Use a target with a larger scratchpad."
     )
 
 

@@ -167,6 +167,13 @@ def target_from_dict(data: dict[str, Any], source: str) -> Target:
     scratchpad_bytes = reader.positive_int(
         scratchpad, "[scratchpad]", "bytes", "the scratchpad capacity in bytes"
     )
+    if scratchpad_bytes % 4:
+        # The emulator holds float32 elements whatever the hardware's types.
+        raise reader.error(
+            f"[scratchpad] bytes must be a multiple of 4 (float32 elements), got "
+            f"{scratchpad_bytes} (set it to {scratchpad_bytes // 4 * 4} or "
+            f"{scratchpad_bytes // 4 * 4 + 4})"
+        )
     return Target(
         name=reader.string(data, "", "name", 'a short name such as "my-accel"'),
         description=reader.string(data, "", "description", "one line describing the hardware"),

@@ -143,10 +143,27 @@ def _as_callable(pass_: ModulePass) -> Callable[[ir.Operation, Any], None]:
             (failure.location or operation.location).emit_error(str(failure))
             external_pass.signal_pass_failure()
         except PolyfuseError as error:
-            operation.location.emit_error(str(error))
+            location, message = _located(str(error), operation.location)
+            location.emit_error(message)
             external_pass.signal_pass_failure()
 
     return run
+
+
+# The lowering names an op by `loc("file":line:col)` or `file:line:col` at the start of
+# its messages; the diagnostic then points there instead of at the module.
+_LEADING_LOCATION = re.compile(r'^(?:loc\("([^"]+)":(\d+):(\d+)\)|([^\s:"]+):(\d+):(\d+)):\s*')
+
+
+def _located(message: str, fallback: ir.Location) -> tuple[ir.Location, str]:
+    """The location a polyfuse error message starts with (and the rest), or `fallback`."""
+    match = _LEADING_LOCATION.match(message)
+    if match is None:
+        return fallback, message
+    groups = match.groups()
+    name, line, column = groups[:3] if groups[0] is not None else groups[3:]
+    location = ir.Location.file(name, int(line), int(column), fallback.context)
+    return location, message[match.end() :]
 
 
 def _write_reproducer(

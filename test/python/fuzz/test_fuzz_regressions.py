@@ -44,7 +44,11 @@ class GeluTanh(torch.nn.Module):
 
 
 def test_gelu_tanh_approximation() -> None:
-    # x ** 3 arrives as math.fpowi, which the vector unit did not accept.
+    # x ** 3 arrived as math.fpowi, which the vector unit did not accept; and torch-mlir's
+    # sqrt(2/pi) = 0.797724 put the result 5e-5 off eager (fuzz seed 2, case 54).
+    x = torch.linspace(-3, 3, 64).reshape(8, 8)
+    compiled = polyfuse.compile(GeluTanh(), [x])
+    torch.testing.assert_close(compiled(x), GeluTanh()(x), rtol=0, atol=1e-6)
     check_matches_eager(GeluTanh(), 3 * torch.randn(2, 7, 3))
 
 

@@ -1,0 +1,140 @@
+"""The quick fuzz run of the suite (bench/fuzz.py is the long one).
+
+Hypothesis draws random networks (conv with random kernel/stride/padding/dilation/groups,
+linear, matmul, elementwise, pooling, softmax, norms, residual adds, concats, permutes,
+slices) and random targets (scratchpad down to the smallest that fits); every case must
+match eager PyTorch, move exactly the planned DRAM bytes and never trap
+(polyfuse.testing.fuzz.run_case). Derandomized, so the suite sees the same cases each run.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+
+from polyfuse.testing.fuzz import CaseResult, reproducer_script, run_case
+from polyfuse.testing.random_nets import (
+    Layer,
+    NetSpec,
+    RandomChooser,
+    TargetSpec,
+    build_model,
+    generate_net,
+    generate_target,
+    net_specs,
+    target_specs,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(spec=net_specs(max_layers=3), target=target_specs())
+def test_random_networks_match_eager(spec: NetSpec, target: TargetSpec) -> None:
+    result = run_case(spec, target)
+    assert result.ok, f"{result.outcome}: {result.message}"
+
+
+def test_generator_covers_every_layer_kind_and_parameter() -> None:
+    ops: collections.Counter[str] = collections.Counter()
+    conv_features: set[str] = set()
+    for seed in range(300):
+        spec = generate_net(RandomChooser(seed), seed=seed)
+        for layer in spec.layers:
+            ops[layer.op] += 1
+            if layer.op == "conv":
+                p = layer.params
+                conv_features.update(
+                    name
+                    for name, present in [
+                        ("groups", p["groups"] > 1),
+                        ("depthwise multiplier", p["out_channels"] > p["groups"] > 1),
+                        ("stride", max(p["stride"]) > 1),
+                        ("padding", max(p["padding"]) > 0),
+                        ("dilation", max(p["dilation"]) > 1),
+                        ("non-square kernel", p["kernel_size"][0] != p["kernel_size"][1]),
+                    ]
+                    if present
+                )
+        # Every layer's recorded shape is the shape eager PyTorch computes.
+        if seed < 15:
+            model, inputs = build_model(spec)
+            outputs = model(*inputs)
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            for index, output in zip(spec.outputs, outputs, strict=True):
+                assert list(output.shape) == spec.shapes[index]
+    expected_ops = {"conv", "linear", "matmul", "matmul_parameter", "unary", "binary"}
+    expected_ops |= {"binary_parameter", "binary_scalar", "pool", "softmax", "concat"}
+    expected_ops |= {"slice", "permute", "mean", "batch_norm", "flatten", "layer_norm"}
+    assert expected_ops <= set(ops), expected_ops - set(ops)
+    assert len(conv_features) == 6, conv_features
+
+
+def test_random_targets_span_tiny_to_large_scratchpads() -> None:
+    sizes = [generate_target(RandomChooser(seed)).scratchpad_bytes for seed in range(200)]
+    assert min(sizes) < 256 and max(sizes) > 256 * 1024
+    assert all(size % 4 == 0 for size in sizes)
+
+
+def test_a_tiny_scratchpad_grows_to_the_bytes_the_error_names() -> None:
+    spec = NetSpec(
+        input_shapes=[[1, 3, 6, 6]],
+        layers=[
+            Layer(
+                "conv",
+                [0],
+                {
+                    "in_channels": 3,
+                    "out_channels": 4,
+                    "kernel_size": [3, 3],
+                    "stride": [1, 1],
+                    "padding": [1, 1],
+                    "dilation": [1, 1],
+                    "groups": 1,
+                    "bias": True,
+                },
+                [1, 4, 6, 6],
+            )
+        ],
+        outputs=[1],
+    )
+    result = run_case(spec, TargetSpec(scratchpad_bytes=64))
+    assert result.ok, result.message
+    assert result.capacity_retries >= 1 and result.scratchpad_bytes > 64
+
+
+def test_reproducer_script_rebuilds_the_case() -> None:
+    chooser = RandomChooser("reproducer")
+    spec, target = generate_net(chooser, seed=7), generate_target(chooser)
+    failure = CaseResult("mismatch", "output 0: max |polyfuse - eager| = 1 > ...", 4096)
+    script = reproducer_script(spec, target, failure, "a test")
+    namespace: dict[str, object] = {"__name__": "reproducer"}
+    exec(compile(script, "reproducer.py", "exec"), namespace)
+    assert namespace["SPEC"] == spec and namespace["TARGET"] == target
+    assert "class RandomNet" in script and "[scratchpad]" in script
+
+
+def test_bench_fuzz_writes_the_summary(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_fuzz", REPO / "bench" / "fuzz.py")
+    assert spec is not None and spec.loader is not None
+    bench_fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_fuzz)
+    summary_path, log_path = tmp_path / "fuzz.json", tmp_path / "cases.jsonl"
+    arguments = ["--cases", "2", "--seed", "5", "--jobs", "0", "--json", str(summary_path)]
+    arguments += ["--log", str(log_path), "--out", str(tmp_path / "failures")]
+    status = bench_fuzz.main(arguments)
+    summary = json.loads(summary_path.read_text())
+    assert summary["cases"] == 2 and len(log_path.read_text().splitlines()) == 2
+    assert {"mismatches", "crashes", "seconds"} <= set(summary)
+    failed = summary["mismatches"] + summary["crashes"] + summary["invalid"]
+    assert status == (1 if failed else 0)
+    assert len(list((tmp_path / "failures").glob("*.py"))) == failed
