@@ -26,6 +26,7 @@ from polyfuse.dialects import accel
 from polyfuse.dialects.verify import verify_accel
 from polyfuse.errors import PipelineError, PolyfuseError, UnsupportedError
 from polyfuse.frontend.importer import import_model
+from polyfuse.lowering.allocator import allocate_module
 from polyfuse.lowering.layer_by_layer import OperatorRecord
 from polyfuse.passes.lower_to_accel import lower_module
 from polyfuse.report import Report
@@ -202,6 +203,8 @@ def compile(
             operators = fused_records
         else:
             operators = lower_module(lowered, target, OVERLAP_BUFFERS if overlap else 1)
+            # Whole-program placement of the scratchpad buffers (liveness, reuse).
+            allocate_module(lowered, target)
         seconds["lower"] = time.perf_counter() - start
         if keep_ir:
             mlir["lower"] = lowered.get_asm(large_elements_limit=16, large_resource_limit=16)
