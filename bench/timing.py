@@ -297,8 +297,15 @@ def measure_layer(layer: ConvLayer, target_name: str, run_scalesim: bool) -> dic
         "scalesim_error": "",
     }
     if run_scalesim:
-        key = (layer.size, layer.channels, layer.filters, layer.kernel, layer.stride,
-               layer.padding, target_name)
+        key = (
+            layer.size,
+            layer.channels,
+            layer.filters,
+            layer.kernel,
+            layer.stride,
+            layer.padding,
+            target_name,
+        )
         try:
             if key not in _SCALESIM_CACHE:
                 _SCALESIM_CACHE[key] = scalesim_cycles(
@@ -335,8 +342,18 @@ def main() -> None:
             console.log(f"{model_name} on {target}")
             records.append(measure_model(model_name, target, args.repeat))
     zoo = Table(title=f"Emulated cycles, {args.threads} thread(s)")
-    for column in ("model", "target", "no overlap Mcyc", "best Mcyc", "best schedule",
-                   "speedup", "PE ideal Mcyc", "emulator s", "eager s", "emu/eager"):
+    for column in (
+        "model",
+        "target",
+        "no overlap Mcyc",
+        "best Mcyc",
+        "best schedule",
+        "speedup",
+        "PE ideal Mcyc",
+        "emulator s",
+        "eager s",
+        "emu/eager",
+    ):
         zoo.add_column(column, justify="left" if column in ("model", "target") else "right")
     for r in records:
         zoo.add_row(
@@ -367,10 +384,19 @@ def main() -> None:
                 console.log(f"resnet18 {layer.name} on {target}")
                 layer_records.append(measure_layer(layer, target, not args.skip_scalesim))
         table = Table(title="ResNet-18 convolutions: PE-array cycles with ideal memory")
-        for column in ("layer", "target", "shape", "SCALE-Sim", "emulator, SCALE-Sim mapping",
-                       "ratio", "emulator, polyfuse tiling", "ratio "):
-            table.add_column(column, justify="left" if column in ("layer", "target", "shape")
-                             else "right")
+        for column in (
+            "layer",
+            "target",
+            "shape",
+            "SCALE-Sim",
+            "emulator, SCALE-Sim mapping",
+            "ratio",
+            "emulator, polyfuse tiling",
+            "ratio ",
+        ):
+            table.add_column(
+                column, justify="left" if column in ("layer", "target", "shape") else "right"
+            )
         for r in layer_records:
             scalesim = r["scalesim_cycles"]
             same_mapping = r["pe_cycles_ideal_memory_scalesim_mapping"]

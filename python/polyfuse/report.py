@@ -75,7 +75,9 @@ class OperatorRow:
             self.stats.pe_cycles,
             self.stats.vector_cycles,
         )
-        return {engine: (b / span if span else 0.0) for engine, b in zip(ENGINES, busy, strict=True)}
+        return {
+            engine: (b / span if span else 0.0) for engine, b in zip(ENGINES, busy, strict=True)
+        }
 
 
 @dataclass
@@ -228,10 +230,24 @@ class Report:
         console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
         rows = sorted(self.operator_rows(), key=lambda r: -r.stats.span_cycles)[:limit]
         table = Table(title=f"operators on '{self.target}' (the {len(rows)} longest)")
-        for column in ("#", "operator", "location", "read MiB", "written MiB", "lower bound MiB",
-                       "ratio", "kcycles", "DMA in", "DMA out", "PE", "vector", "bound"):
-            table.add_column(column, justify="left" if column in ("operator", "location")
-                             else "right")
+        for column in (
+            "#",
+            "operator",
+            "location",
+            "read MiB",
+            "written MiB",
+            "lower bound MiB",
+            "ratio",
+            "kcycles",
+            "DMA in",
+            "DMA out",
+            "PE",
+            "vector",
+            "bound",
+        ):
+            table.add_column(
+                column, justify="left" if column in ("operator", "location") else "right"
+            )
         for row in rows:
             s = row.stats
             use = row.utilisation()
@@ -323,7 +339,10 @@ class Report:
         axes.scatter(
             positions,
             [r.compulsory_bytes / MIB if r.compulsory_bytes else float("nan") for r in rows],
-            color="black", marker="_", s=60, label="lower bound (compulsory)",
+            color="black",
+            marker="_",
+            s=60,
+            label="lower bound (compulsory)",
         )
         axes.set_xlabel("operator (program order)")
         axes.set_ylabel("MiB")
@@ -342,8 +361,12 @@ class Report:
             low = min(p[0] for p in points) / 2
             high = max(max(p[0] for p in points) * 2, 2 * peak / self.dram_bytes_per_cycle)
             xs = [low, peak / self.dram_bytes_per_cycle, high]
-            axes.plot(xs, [min(peak, x * self.dram_bytes_per_cycle) for x in xs], color="black",
-                      label="roof: PE peak / DRAM bandwidth")
+            axes.plot(
+                xs,
+                [min(peak, x * self.dram_bytes_per_cycle) for x in xs],
+                color="black",
+                label="roof: PE peak / DRAM bandwidth",
+            )
             axes.scatter([p[0] for p in points], [p[1] for p in points], s=12, label="operators")
             axes.set_xscale("log")
             axes.set_yscale("log")

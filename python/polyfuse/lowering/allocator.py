@@ -100,8 +100,9 @@ def allocate(
     for (start, partition), members in sorted(groups.items(), key=lambda item: item[0][0]):
         size = sum(_align(requests[i].elements) for i in members)
         end = max(requests[i].end for i in members)
-        units.append((BufferRequest(requests[members[0]].name, size, start, end, partition),
-                      members))
+        units.append(
+            (BufferRequest(requests[members[0]].name, size, start, end, partition), members)
+        )
     offsets = [0] * len(requests)
     placed: list[tuple[BufferRequest, int]] = []
     for unit, members in units:
@@ -144,8 +145,12 @@ def _occupancy(requests: Sequence[BufferRequest], offsets: Sequence[int]) -> tup
     return peak, area / span if span else 0.0
 
 
-def _walk(block: ir.Block, position: list[int], found: list[tuple[ir.Operation, int]],
-          frees: dict[ir.Value, int]) -> None:
+def _walk(
+    block: ir.Block,
+    position: list[int],
+    found: list[tuple[ir.Operation, int]],
+    frees: dict[ir.Value, int],
+) -> None:
     run_start = -1  # a run of consecutive allocs (one operator's tiles) starts together
     for op_view in block.operations:
         op = op_view.operation
@@ -173,7 +178,7 @@ def allocate_function(func_op: ir.Operation, target: Target) -> Allocation:
     end = position[0] + 1
     requests = []
     for op, start in found:
-        holds = op.attributes[HOLDS_ATTRIBUTE] if HOLDS_ATTRIBUTE in op.attributes else None
+        holds = op.attributes.get(HOLDS_ATTRIBUTE)
         elements = 1
         for size in ir.MemRefType(op.result.type).shape:
             elements *= size

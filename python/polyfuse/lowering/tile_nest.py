@@ -27,8 +27,8 @@ compute has released the copy). All waits stay in the block of their DMA.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from torch_mlir import ir
@@ -236,8 +236,7 @@ class TileNest:
         coeffs = []
         for loop, term in zip(self.order, terms, strict=False):
             step = sum(
-                dram.strides[r] * row[loop] * self.tile[loop]
-                for r, row in enumerate(access.coeffs)
+                dram.strides[r] * row[loop] * self.tile[loop] for r, row in enumerate(access.coeffs)
             )
             c0 += step * term.offset
             if term.iv is not None:

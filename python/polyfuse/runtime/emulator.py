@@ -85,7 +85,9 @@ class MachineParams:
         if self.dma_latency_cycles < 0 or self.vector_latency_cycles < 0:
             raise TargetError("latencies must be non-negative")
         if self.dataflow not in DATAFLOWS:
-            raise TargetError(f"dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}")
+            raise TargetError(
+                f"dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}"
+            )
         if self.dma_burst_bytes < 0:
             raise TargetError(f"dma_burst_bytes must be non-negative, got {self.dma_burst_bytes}")
 
@@ -236,6 +238,7 @@ def execute(
         ) from None
     names = program.locations
     per_location = counters["locations"]
+
     def name_of(location_id: int) -> str:
         return names[location_id] if 0 <= location_id < len(names) else ""
 

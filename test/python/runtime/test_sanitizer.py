@@ -11,7 +11,11 @@ from polyfuse.runtime.isa import VectorKind
 from polyfuse.runtime.program import Program, ProgramBuilder, View
 
 MACHINE = MachineParams(
-    spm_bytes=1024, dma_latency_cycles=0, dma_bytes_per_cycle=4, pe_rows=4, pe_cols=4,
+    spm_bytes=1024,
+    dma_latency_cycles=0,
+    dma_bytes_per_cycle=4,
+    pe_rows=4,
+    pe_cols=4,
     vector_width=4,
 )
 
@@ -23,8 +27,13 @@ def trap(program: Program, dram: list[np.ndarray], sanitize: bool = True) -> str
 
 
 def negate(b: ProgramBuilder, dst: int, src: int, count: int, location: str = "") -> None:
-    b.vector(VectorKind.NEG, View.spm(dst, strides=(1,)), [View.spm(src, strides=(1,))],
-             (count,), location=location)
+    b.vector(
+        VectorKind.NEG,
+        View.spm(dst, strides=(1,)),
+        [View.spm(src, strides=(1,))],
+        (count,),
+        location=location,
+    )
 
 
 def test_read_of_never_written_scratchpad() -> None:
@@ -115,13 +124,17 @@ def test_allocation_overlap_and_overflow_trap() -> None:
     b.alloc(48, 32, location="relu.py:2:1")
     message = trap(b.build(), [], sanitize=False)
     assert "emulator trap at instruction 1 (relu.py:2:1)" in message
-    assert "scratchpad allocation [48, 80) overlaps the live buffer [0, 64) allocated at " \
+    assert (
+        "scratchpad allocation [48, 80) overlaps the live buffer [0, 64) allocated at "
         "instruction 0 (not freed yet)" in message
+    )
 
     b = ProgramBuilder()
     b.alloc(200, 100)
-    assert "scratchpad allocation [200, 300) overflows the scratchpad of 256 elements " \
+    assert (
+        "scratchpad allocation [200, 300) overflows the scratchpad of 256 elements "
         "(1024 bytes)" in trap(b.build(), [], sanitize=False)
+    )
 
     b = ProgramBuilder()
     first = b.alloc(0, 64)

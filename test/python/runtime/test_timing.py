@@ -22,8 +22,12 @@ MACHINE = MachineParams(
 SERIAL = dataclasses.replace(MACHINE, overlap=False)
 
 
-def run(builder: ProgramBuilder, dram: list[np.ndarray], machine: MachineParams = MACHINE,
-        **kwargs: object) -> ExecutionStats:
+def run(
+    builder: ProgramBuilder,
+    dram: list[np.ndarray],
+    machine: MachineParams = MACHINE,
+    **kwargs: object,
+) -> ExecutionStats:
     return execute(builder.build(), dram, machine, **kwargs)  # type: ignore[arg-type]
 
 
@@ -39,10 +43,23 @@ def matmul_4x4(b: ProgramBuilder, c: int, a: int, w: int, location: str = "") ->
     )
 
 
-def load(b: ProgramBuilder, spm: int, buffer: int, count: int, token: int, c0: int = 0,
-         coeffs: tuple[int, ...] = (), location: str = "") -> None:
-    b.dma(View.spm(spm, strides=(1,)), View.dram(buffer, c0, coeffs, strides=(1,)), (count,),
-          token, location)
+def load(
+    b: ProgramBuilder,
+    spm: int,
+    buffer: int,
+    count: int,
+    token: int,
+    c0: int = 0,
+    coeffs: tuple[int, ...] = (),
+    location: str = "",
+) -> None:
+    b.dma(
+        View.spm(spm, strides=(1,)),
+        View.dram(buffer, c0, coeffs, strides=(1,)),
+        (count,),
+        token,
+        location,
+    )
 
 
 def test_independent_engines_overlap_and_serial_mode_adds_up() -> None:
@@ -157,8 +174,13 @@ def test_per_location_stats_and_trace() -> None:
         b.wait(0)
         matmul_4x4(b, 64, 0, 0, location="conv.py:3:1")
         b.group = 2
-        b.dma(View.dram(1, 16 * tile, strides=(1,)), View.spm(64, strides=(1,)), (16,), 1,
-              location="relu.py:4:1")
+        b.dma(
+            View.dram(1, 16 * tile, strides=(1,)),
+            View.spm(64, strides=(1,)),
+            (16,),
+            1,
+            location="relu.py:4:1",
+        )
         b.wait(1)
     dram = [np.ones(48, np.float32), np.zeros(48, np.float32)]
     stats = run(b, dram, trace_limit=100, trace_merge_gap=1e9)
