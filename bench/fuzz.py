@@ -8,7 +8,9 @@ with eager PyTorch (polyfuse.testing.fuzz.run_case states the tolerances). Cases
 worker processes, so a segfault or a hang (over --timeout seconds) in one case is recorded
 as a crash of that case and the worker restarts. Every failing case is written to --out as
 a standalone reproducer script, `case-<seed>-<i>.py`. --json writes
-{cases, ok, mismatches, crashes, invalid, seconds, ...}. Exit status 1 if any case failed.
+{cases, ok, mismatches, crashes, invalid, seconds, ...}; --log appends each case's result as
+it finishes; --deadline S starts no case after S seconds (the summary counts the cases
+actually run). Exit status 1 if any case failed.
 """
 
 from __future__ import annotations
@@ -131,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs", type=int, default=1, help="worker processes (0: run in this process)"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="start no case after this many seconds; the summary counts the cases run",
+    )
     parser.add_argument("--json", dest="json_path", default=None, help="write a summary here")
     parser.add_argument(
         "--log", default=None, help="append each case's result here as it finishes (JSON lines)"
@@ -154,11 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
     log = open(args.log, "a") if args.log else None  # noqa: SIM115 (closed below)
 
+    def next_case() -> int | None:
+        if args.deadline is not None and time.perf_counter() - start > args.deadline:
+            return None
+        try:
+            return todo.get_nowait()
+        except queue.Empty:
+            return None
+
     def drain_in_process() -> None:
         from polyfuse.testing.fuzz import run_case
 
-        while not todo.empty():
-            index = todo.get_nowait()
+        while (index := next_case()) is not None:
             result = run_case(*case_inputs(args.seed, index))
             record({"case": index, **vars(result)})
 
@@ -173,11 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     def drain() -> None:
         process = Worker()
         try:
-            while True:
-                try:
-                    index = todo.get_nowait()
-                except queue.Empty:
-                    return
+            while (index := next_case()) is not None:
                 record(process.run(args.seed, index, args.timeout))
         finally:
             process.stop()
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = collections.Counter(a["outcome"] for a in answers)
     summary = {
         "cases": len(answers),
+        "cases_requested": args.cases,
         "ok": outcomes["ok"],
         "mismatches": outcomes["mismatch"],
         "crashes": outcomes["crash"],

@@ -1,0 +1,1 @@
+"""Test support: random networks and targets, the fuzz case runner, determinism checks."""
