@@ -109,7 +109,7 @@ class RangeTimes {
     double written = 0, read = 0;
   };
   using Map = std::map<int64_t, Times>;
-  static constexpr size_t kMaxSegments = 64;
+  static constexpr size_t kMaxSegments = 1024;
 
   Map::const_iterator find(int64_t lo) const {
     auto it = segments_.upper_bound(lo);
