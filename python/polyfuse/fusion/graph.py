@@ -115,6 +115,19 @@ def generic_inputs(op: ir.Operation) -> int:
     return len(op.operands) - len(op.results)
 
 
+def pad_of_result(value: ir.Value) -> ir.Operation | None:
+    """The `tensor.pad` an operator result is produced into: its only pad use, when every
+    other use is an operator that reads it (which then reads the pad's interior)."""
+    owner = defining_op(value)
+    if owner is None or owner.name != "linalg.generic":
+        return None
+    users = [use.owner.operation for use in value.uses]
+    pads = [user for user in users if user.name == "tensor.pad"]
+    if len(pads) != 1 or any(u.name not in ("tensor.pad", "linalg.generic") for u in users):
+        return None
+    return pads[0]
+
+
 def storage_of(value: ir.Value) -> tuple[StorageKey, bool]:
     """(the storage a tensor value lives in, whether it is reached through a view)."""
     viewed = False
@@ -126,19 +139,14 @@ def storage_of(value: ir.Value) -> tuple[StorageKey, bool]:
             value, viewed = owner.operands[0], True
             continue
         if owner.name == "tensor.pad":
-            source = owner.operands[0]
-            source_owner = defining_op(source)
-            if (
-                source_owner is not None
-                and source_owner.name == "linalg.generic"
-                and (len(list(source.uses)) == 1)
-            ):
+            pad = pad_of_result(owner.operands[0])
+            if pad is not None and pad == owner:
                 return ("pad", owner), viewed
             return ("padcopy", owner), viewed
         if owner.name == "linalg.generic":
-            uses = list(value.uses)
-            if len(uses) == 1 and uses[0].owner.name == "tensor.pad":
-                return ("pad", uses[0].owner.operation), viewed
+            pad = pad_of_result(value)
+            if pad is not None:
+                return ("pad", pad), viewed
             return ("gen", value), viewed
         return ("other", value), viewed
 

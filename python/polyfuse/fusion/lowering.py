@@ -27,7 +27,13 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.operators import generic_operator, location_text, static_shape
 from polyfuse.dialects import accel
 from polyfuse.errors import UnsupportedError
-from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey, build_graph
+from polyfuse.fusion.graph import (
+    Operator,
+    OperatorGraph,
+    StorageKey,
+    build_graph,
+    pad_of_result,
+)
 from polyfuse.fusion.planner import FusionPlan, GroupPlan, OperatorPlan, aligned, plan_fusion
 from polyfuse.lowering import layer_by_layer as lbl
 from polyfuse.lowering.dram import DramTensor
@@ -77,6 +83,12 @@ def lower_function_fused(
     with ir.InsertionPoint(entry), func_op.location:
         lowering.place_internal_storages()
     lbl._plan_outputs(state, ops, list(entry.arguments[len(inputs) :]))
+    for op in ops:  # results also read by other operators go into the pad too (no copy)
+        if op.name != "tensor.pad" or op.operands[0] in state.planned:
+            continue
+        pad = pad_of_result(op.operands[0])
+        if pad is not None and pad == op:
+            state.planned[op.operands[0]] = lbl._pad_interior(state, op)
     lowering.point = ir.InsertionPoint(entry)
     for op in ops:
         with lowering.point, op.location:
