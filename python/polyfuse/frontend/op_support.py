@@ -158,6 +158,8 @@ def _line_in_forward(node: torch.fx.Node, model: torch.nn.Module | None) -> str:
         filename = inspect.getsourcefile(forward) or "?"
     except (AttributeError, OSError, TypeError):
         return ""
+    if not path:  # the root is torch.export's wrapper: name the user's class instead
+        class_name = type(module).__qualname__
     function = str((node.meta.get("torch_fn") or ("", ""))[1]).split(".")[-1]
     for offset, line in enumerate(source):
         if function and (f"{function}(" in line or f".{function}" in line):

@@ -139,8 +139,8 @@ def plan_body(block: ir.Block, live_yields: list[ir.Value]) -> BodyPlan:
         if op.name not in SUPPORTED_OPS:
             raise UnsupportedError(
                 f"{_location(op)}: '{op.name}' inside a linalg.generic body is not supported "
-                "on the vector unit (integer arithmetic, indices and type casts other than "
-                "f32<->f64 are not supported yet)"
+                f"on the vector unit, which runs {', '.join(sorted(SUPPORTED_OPS))} on f32 "
+                "(integer arithmetic, indices and other type casts are not supported yet)"
             )
     plan = BodyPlan(ops=live_ops)
     # a*b + c as one FMA when the product has no other use (depthwise convolutions).
