@@ -54,7 +54,10 @@ struct Timing {
 // segment starting at key k extends to the next key. Element ranges are [lo, hi).
 class RangeTimes {
  public:
-  RangeTimes() { segments_[0] = {}; }
+  // At most `max_segments` segments are kept (see prune).
+  explicit RangeTimes(size_t max_segments = 1024) : max_segments_(max_segments) {
+    segments_[0] = {};
+  }
 
   // The time an access of [lo, hi) may start: after the last write (and, for a write, after the
   // last read) of any element in it.
@@ -77,10 +80,10 @@ class RangeTimes {
   }
 
   // Forgets times that can no longer delay anything (<= horizon) and merges equal neighbours;
-  // if the map is still larger than kMaxSegments, merges neighbours pairwise keeping the later
+  // if the map is still larger than max_segments, merges neighbours pairwise keeping the later
   // times (conservative: it can only add dependences), so every lookup stays cheap.
   void prune(double horizon) {
-    if (segments_.size() <= kMaxSegments) return;
+    if (segments_.size() <= max_segments_) return;
     Times previous{-1, -1};
     for (auto it = segments_.begin(); it != segments_.end();) {
       if (it->second.written <= horizon) it->second.written = 0;
@@ -93,7 +96,7 @@ class RangeTimes {
       previous = it->second;
       ++it;
     }
-    while (segments_.size() > kMaxSegments) {
+    while (segments_.size() > max_segments_) {
       for (auto it = segments_.begin(); it != segments_.end() && std::next(it) != segments_.end();
            ++it) {
         auto next = std::next(it);
@@ -109,7 +112,6 @@ class RangeTimes {
     double written = 0, read = 0;
   };
   using Map = std::map<int64_t, Times>;
-  static constexpr size_t kMaxSegments = 1024;
 
   Map::const_iterator find(int64_t lo) const {
     auto it = segments_.upper_bound(lo);
@@ -126,6 +128,7 @@ class RangeTimes {
   }
 
   Map segments_;
+  size_t max_segments_;
 };
 
 // One memory range an instruction touches: the scratchpad (buffer < 0) or a DRAM buffer.
@@ -154,10 +157,17 @@ struct LocationStats {
 
 class Timeline {
  public:
+  // Scoreboard resolution: the scratchpad is where buffers are reused within an operator and
+  // needs fine ranges; a DRAM tensor is mostly written by one operator and read by the next,
+  // where a few ranges per buffer keep the lookups cheap on long programs.
+  static constexpr size_t kScratchpadSegments = 1024;
+  static constexpr size_t kDramSegments = 16;
+
   Timeline(const Timing& timing, int64_t dram_buffers, int64_t locations, int64_t trace_limit,
            double merge_gap)
       : timing_(timing),
-        dram_(static_cast<size_t>(dram_buffers)),
+        spm_(kScratchpadSegments),
+        dram_(static_cast<size_t>(dram_buffers), RangeTimes(kDramSegments)),
         locations_(static_cast<size_t>(locations)),
         trace_limit_(trace_limit),
         merge_gap_(merge_gap) {}
