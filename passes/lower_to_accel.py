@@ -8,6 +8,7 @@ from typing import ClassVar
 from torch_mlir import ir
 
 from polyfuse.dialects import accel
+from polyfuse.lowering.contraction_embedding import check_strategy
 from polyfuse.lowering.layer_by_layer import OperatorRecord, lower_function
 from polyfuse.pass_base import ModulePass
 from polyfuse.targets import Target, load_target
@@ -27,11 +28,12 @@ def target_attribute(target: Target) -> ir.Attribute:
 
 
 def lower_module(
-    module_op: ir.Operation, target: Target, buffers: int = 1
+    module_op: ir.Operation, target: Target, buffers: int = 1, embedding: str = "csp"
 ) -> list[OperatorRecord]:
     """Lower every tensor function of the module; returns what was decided per operator.
 
-    `buffers` > 1 allows that many copies of inner tiles (DMA/compute overlap)."""
+    `buffers` > 1 allows that many copies of inner tiles (DMA/compute overlap);
+    `embedding` says how contractions go onto the PE array ("csp", "fixed", "heuristic")."""
     accel.load_accel_dialect(module_op.context)
     records: list[OperatorRecord] = []
     functions = [
@@ -47,7 +49,7 @@ def lower_module(
         ):
             continue
         with function.location:
-            records += lower_function(function, module_op, target, buffers)
+            records += lower_function(function, module_op, target, buffers, embedding)
     with module_op.location:
         module_op.attributes["accel.target"] = target_attribute(target)
     return records
@@ -61,7 +63,9 @@ class LowerToAccel(ModulePass):
     into the scratchpad, computed on the PE array (contractions) or the vector unit
     (everything else), and its output tiles DMA'd back. Tile sizes and loop order come
     from a search over all legal tilings for the least DRAM traffic under the target's
-    scratchpad capacity. Tensor results become out-parameters.
+    scratchpad capacity. Tensor results become out-parameters. `embedding` chooses how a
+    contraction's loops go onto the PE array: "csp" (CP-SAT, issue 6), "fixed" (the VTA
+    reference) or "heuristic" (one PE block per instruction); see docs/embedding.md.
 
         %r = linalg.generic ... ins(%a, %w) outs(%init)      // before
         affine.for %i = 0 to 4 {                               // after
@@ -75,6 +79,7 @@ class LowerToAccel(ModulePass):
     target: str = "edge"
     buffers: int = 1
     schedule: str = "layer-by-layer"  # or "fused" (issue 4, see docs/fusion.md)
+    embedding: str = "csp"  # or "fixed" / "heuristic" (issue 6, see docs/embedding.md)
 
     def run(self, module: ir.Operation) -> None:
         if self.schedule == "fused":
@@ -84,4 +89,5 @@ class LowerToAccel(ModulePass):
             return
         if self.schedule != "layer-by-layer":
             raise ValueError(f"schedule must be 'layer-by-layer' or 'fused', got '{self.schedule}'")
-        lower_module(module, load_target(self.target), self.buffers)
+        check_strategy(self.embedding)
+        lower_module(module, load_target(self.target), self.buffers, self.embedding)

@@ -27,6 +27,7 @@ from polyfuse.dialects.verify import verify_accel
 from polyfuse.errors import PipelineError, PolyfuseError, UnsupportedError
 from polyfuse.frontend.importer import import_model
 from polyfuse.lowering.allocator import allocate_module
+from polyfuse.lowering.contraction_embedding import EMBEDDINGS
 from polyfuse.lowering.layer_by_layer import OperatorRecord
 from polyfuse.passes.lower_to_accel import lower_module
 from polyfuse.report import Report
@@ -37,9 +38,10 @@ from polyfuse.targets import Target, load_target
 UPSTREAM_PIPELINE = "func.func(linalg-generalize-named-ops),canonicalize,cse"
 
 
-def pipeline_text(target: str = "edge", buffers: int = 1) -> str:
+def pipeline_text(target: str = "edge", buffers: int = 1, embedding: str = "csp") -> str:
     """The pipeline `compile` runs after import, for polyfuse-opt."""
     options = f"target={target}" + (f" buffers={buffers}" if buffers != 1 else "")
+    options += f" embedding={embedding}" if embedding != "csp" else ""
     return (
         f"builtin.module({UPSTREAM_PIPELINE},polyfuse-lower-to-accel{{{options}}},"
         "polyfuse-verify-accel)"
@@ -161,6 +163,7 @@ def compile(
     schedule: str = "layer-by-layer",
     overlap: bool = True,
     sanitize: bool = False,
+    embedding: str = "csp",
 ) -> CompiledModel:
     """Compile `model` for `example_inputs`' shapes to run on the emulated `target`.
 
@@ -169,10 +172,16 @@ def compile(
     `overlap` (default) double-buffers inner tile loops where the planner estimates it pays
     and lets the emulator's engines run concurrently; False gives the baseline without
     overlap (one buffer per tile, one instruction at a time). `sanitize` runs the
-    emulator's shadow-memory checks on every call.
+    emulator's shadow-memory checks on every call. `embedding` says how contractions go
+    onto the PE array: "csp" (CP-SAT per operator shape, issue 6; its solve time is part
+    of the "lower" stage), "fixed" (the VTA reference) or "heuristic" (one PE block per
+    instruction); see docs/embedding.md. It applies to the layer-by-layer lowering (and
+    the fused schedule's fallback); the fused lowering issues its contractions itself.
     """
     if schedule not in ("layer-by-layer", "fused"):
         raise PolyfuseError(f"schedule must be 'layer-by-layer' or 'fused', got '{schedule}'")
+    if embedding not in EMBEDDINGS:
+        raise PolyfuseError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got '{embedding}'")
     target = target if isinstance(target, Target) else load_target(target)
     seconds: dict[str, float] = {}
     mlir: dict[str, str] = {}
@@ -202,7 +211,7 @@ def compile(
         if schedule == "fused" and not fallback:
             operators = fused_records
         else:
-            operators = lower_module(lowered, target, OVERLAP_BUFFERS if overlap else 1)
+            operators = lower_module(lowered, target, OVERLAP_BUFFERS if overlap else 1, embedding)
             # Whole-program placement of the scratchpad buffers (liveness, reuse).
             allocate_module(lowered, target)
         seconds["lower"] = time.perf_counter() - start

@@ -45,6 +45,9 @@ class TilingProblem:
     capacity_elements: int
     # Loops whose tile must be a multiple of a block (e.g. the PE array's columns).
     fixed_full: tuple[bool, ...] = ()
+    # Per loop: its tile must be a multiple of this (1 = any divisor of the extent), e.g.
+    # the PE-array block an embedding issues along it (lowering/contraction_embedding.py).
+    multiple_of: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ def _candidates(problem: TilingProblem) -> list[list[int]]:
     for loop, extent in enumerate(problem.extents):
         if problem.fixed_full and problem.fixed_full[loop]:
             lists.append([extent])
+        elif problem.multiple_of and problem.multiple_of[loop] > 1:
+            lists.append([d for d in _divisors(extent) if d % problem.multiple_of[loop] == 0])
         else:
             lists.append(_divisors(extent))
     total = int(np.prod([len(c) for c in lists], dtype=np.float64))

@@ -37,6 +37,27 @@ MAX_ISSUE_LOOPS = 5
 TIME_LIMIT_S = 0.45
 
 
+@dataclass(frozen=True)
+class SlotLimits:
+    """What the instruction that issues the embedding can express.
+
+    The standalone lowering (lower.py) rewrites operands into merged matrices, so any
+    number of dims may share a slot. The compiler's `accel.matmul` addresses each of its
+    dims with one stride per operand (2 stream dims, 1 output dim, 3 reduction dims) and
+    cannot build block-diagonal weights, so it solves with `ACCEL_MATMUL_LIMITS`.
+    """
+
+    stream: int | None = None
+    block_in: int | None = None
+    block_out: int | None = None
+    diagonal: bool = True
+    issue_loops: int = MAX_ISSUE_LOOPS
+
+
+UNLIMITED = SlotLimits()
+ACCEL_MATMUL_LIMITS = SlotLimits(stream=2, block_in=3, block_out=1, diagonal=False)
+
+
 @dataclass
 class _Model:
     model: cp_model.CpModel
@@ -83,7 +104,9 @@ def _ceil_div(
     return result
 
 
-def _build(op: ContractionOp, instruction: InstructionModel) -> _Model:
+def _build(
+    op: ContractionOp, instruction: InstructionModel, limits: SlotLimits = UNLIMITED
+) -> _Model:
     model = cp_model.CpModel()
     transposed = model.new_bool_var("transposed")
     place: dict[tuple[str, str], cp_model.IntVar] = {}
@@ -97,12 +120,16 @@ def _build(op: ContractionOp, instruction: InstructionModel) -> _Model:
     }
     role_product = dict.fromkeys(role_loops, 1)
     loop_count = []
+    slot_members: dict[str, list[cp_model.IntVar]] = {
+        s: [] for s in ("stream", "block_in", "block_out", "loops")
+    }
     for dim, extent in op.dims:
         if extent == 1:
             continue
         role = op.role(dim)
         if role == "batch":
-            choices = {p: model.new_bool_var(f"pack_{dim}_{p}") for p in _divisors(extent)}
+            packs = _divisors(extent) if limits.diagonal else [1]
+            choices = {p: model.new_bool_var(f"pack_{dim}_{p}") for p in packs}
             model.add_exactly_one(choices.values())
             pack.update({(dim, p): var for p, var in choices.items()})
             diag = model.new_int_var(1, extent, f"diag_{dim}")
@@ -114,7 +141,7 @@ def _build(op: ContractionOp, instruction: InstructionModel) -> _Model:
             role_product["batch"] *= extent
             bounds["diagonal"] *= extent
             bounds["loops"] *= extent
-            loop_count.append(1 - choices[extent])
+            loop_count.append(1 - choices[extent] if extent in choices else 1)
             continue
         slots = _slots_for(role)
         vars_ = {slot: model.new_bool_var(f"place_{dim}_{slot}") for slot in slots}
@@ -136,7 +163,16 @@ def _build(op: ContractionOp, instruction: InstructionModel) -> _Model:
                 factors[slot].append(factor)
                 bounds[slot] *= extent
         loop_count.append(vars_["loops"])
-    model.add(sum(loop_count) <= MAX_ISSUE_LOOPS)
+        for slot, var in vars_.items():
+            slot_members[slot].append(var)
+    model.add(sum(loop_count) <= limits.issue_loops)
+    for slot, limit in (
+        ("stream", limits.stream),
+        ("block_in", limits.block_in),
+        ("block_out", limits.block_out),
+    ):
+        if limit is not None and len(slot_members[slot]) > limit:
+            model.add(sum(slot_members[slot]) <= limit)
     factors["loops"] = [v for r in role_loops.values() for v in r]
 
     # Each product below is kept small enough for CP-SAT's overflow check by pairing a
@@ -268,10 +304,14 @@ def _enumerate(m: _Model, limit: int, time_limit: float) -> list[dict[str, int]]
 
 
 def enumerate_embeddings(
-    op: ContractionOp, instruction: InstructionModel, limit: int = 100000, time_limit: float = 60.0
+    op: ContractionOp,
+    instruction: InstructionModel,
+    limit: int = 100000,
+    time_limit: float = 60.0,
+    limits: SlotLimits = UNLIMITED,
 ) -> list[tuple[Embedding, int]]:
     """Every feasible embedding of `op` (up to `limit`) with the cycles CP-SAT computed."""
-    m = _build(op, instruction)
+    m = _build(op, instruction, limits)
     return [(_extract(op, m, v), v["cycles"]) for v in _enumerate(m, limit, time_limit)]
 
 
@@ -311,7 +351,10 @@ def _pick(
 
 
 def solve(
-    op: ContractionOp, instruction: InstructionModel, layout_cycles_per_byte: float = 0.0
+    op: ContractionOp,
+    instruction: InstructionModel,
+    layout_cycles_per_byte: float = 0.0,
+    limits: SlotLimits = UNLIMITED,
 ) -> Solution:
     """Solves the embedding problem of `op` on `instruction`.
 
@@ -326,7 +369,7 @@ def solve(
     def remaining() -> float:
         return max(0.05, start + SOLVE_BUDGET_S - time.perf_counter())
 
-    m = _build(op, instruction)
+    m = _build(op, instruction, limits)
     m.model.minimize(m.cycles)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
@@ -335,7 +378,7 @@ def solve(
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise RuntimeError(f"{op.label}: no embedding found ({solver.status_name(status)})")
     best_cycles = int(solver.value(m.cycles))
-    m2 = _build(op, instruction)
+    m2 = _build(op, instruction, limits)
     m2.model.add(m2.cycles == best_cycles)
     candidates = _enumerate(m2, 5000, min(TIME_LIMIT_S, remaining()))
     _, emb, cost = _pick(op, m2, candidates, instruction, 0.0)
@@ -345,7 +388,7 @@ def solve(
         objective = "combined"
         slack = int(cost.bytes * layout_cycles_per_byte)
         if slack > 0:
-            m3 = _build(op, instruction)
+            m3 = _build(op, instruction, limits)
             m3.model.add(m3.cycles <= best_cycles + slack)
             wider = _enumerate(m3, 5000, remaining())
             key, alt, alt_cost = _pick(op, m3, wider, instruction, layout_cycles_per_byte)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from torch_mlir import ir
@@ -29,12 +29,19 @@ from polyfuse.analysis.operators import (
     location_text,
     static_shape,
 )
-from polyfuse.analysis.tile_search import TiledOperand, TilingProblem
+from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem
 from polyfuse.dialects import accel
 from polyfuse.errors import ScratchpadCapacityError, UnsupportedError
+from polyfuse.lowering.contraction_embedding import (
+    ContractionChoice,
+    choose_embedding,
+    plan_embedded_issue,
+    tile_multiples,
+    tiling_pe_cycles,
+)
 from polyfuse.lowering.data_movement import emit_copy
 from polyfuse.lowering.dram import DramTensor
-from polyfuse.lowering.pe_array import classify_contraction, emit_contraction, plan_issue
+from polyfuse.lowering.pe_array import classify_contraction, emit_contraction
 from polyfuse.lowering.tile_compute import TileView
 from polyfuse.lowering.tile_nest import (
     ALIGN_ELEMENTS,
@@ -44,6 +51,7 @@ from polyfuse.lowering.tile_nest import (
     WorkEstimate,
     allocate_tiles,
     deallocate_tiles,
+    estimate_cycles,
     plan_buffering,
 )
 from polyfuse.lowering.vector_body import BodyEmitter, plan_body
@@ -65,6 +73,9 @@ class OperatorRecord:
     planned_dram_bytes: int
     scratchpad_bytes: int
     compulsory_bytes: int = 0  # its operands read once and its results written once
+    embedding: str = ""  # pe-array: how it was mapped onto the PE array (issue 6)
+    predicted_pe_cycles: int = 0  # pe-array: the embedding's instruction-model cycles
+    solve_s: float = 0.0  # pe-array: CP-SAT time spent on it (0 when the shape was cached)
 
 
 @dataclass
@@ -81,6 +92,7 @@ class _State:
     records: list[OperatorRecord] = field(default_factory=list)
     entry: ir.Block | None = None
     buffers: int = 1  # copies of inner tiles for DMA/compute overlap (tile_nest.plan_buffering)
+    embedding: str = "csp"  # how contractions go onto the PE array (contraction_embedding.py)
 
 
 def _f32_memref(shape: tuple[int, ...]) -> ir.MemRefType:
@@ -96,12 +108,18 @@ def _splat_value(attr: ir.Attribute) -> float | None:
 
 
 def lower_function(
-    func_op: ir.Operation, module_op: ir.Operation, target: Target, buffers: int = 1
+    func_op: ir.Operation,
+    module_op: ir.Operation,
+    target: Target,
+    buffers: int = 1,
+    embedding: str = "csp",
 ) -> list[OperatorRecord]:
     """Replace `func_op` (linalg on tensors) by its layer-by-layer accel version.
 
     `buffers` > 1 lets the planner double- (n-) buffer the innermost tile loop of an
-    operator when that is estimated to be faster (see tile_nest.plan_buffering)."""
+    operator when that is estimated to be faster (see tile_nest.plan_buffering).
+    `embedding` ("csp", "fixed", "heuristic") says how contractions are mapped onto the
+    PE array (see contraction_embedding.py)."""
     name = ir.StringAttr(func_op.attributes["sym_name"]).value
     function_type = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
     for t in [*function_type.inputs, *function_type.results]:
@@ -119,7 +137,12 @@ def lower_function(
         new_func = func.FuncOp(name + "__accel", (inputs + outputs, []))
     entry = new_func.add_entry_block()
     state = _State(
-        target=target, module=module_op, new_func=new_func.operation, entry=entry, buffers=buffers
+        target=target,
+        module=module_op,
+        new_func=new_func.operation,
+        entry=entry,
+        buffers=buffers,
+        embedding=embedding,
     )
     old_block = func_op.regions[0].blocks[0]
     for arg, new_arg in zip(old_block.arguments, entry.arguments[: len(inputs)], strict=True):
@@ -385,6 +408,10 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
     contraction = None
     if len(tile_inputs) == 2 and not scalar_inputs and len(outputs) == 1:
         contraction = classify_contraction(generic, weight_inputs)
+    choice = None
+    if contraction is not None:
+        choice = choose_embedding(generic, contraction, state.target, state.embedding)
+        contraction = choice.contraction  # the embedding may swap streamed and stationary
     kind = "pe-array" if contraction is not None else "vector"
     temporaries = 0 if contraction is not None else plan.temporaries
 
@@ -415,6 +442,8 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
         dma_latency_cycles=target.dma_latency_cycles,
     )
     tiling, stages = plan_buffering(problem, target.scratchpad_bytes // 4, state.buffers, work)
+    if choice is not None and choice.embedding is not None and tiling is not None:
+        tiling, stages = _blocked_tiling(choice, problem, work, (tiling, stages), state)
     if tiling is None:
         _raise_capacity(state, problem, f"{loc_text}: {_operator_name(generic, kind)} operator")
     assert tiling is not None
@@ -463,8 +492,9 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
     temps = [arena.allocate(tile_size) for _ in range(temporaries)]
 
     if contraction is not None:
-        issue_plan = plan_issue(
-            contraction, tiling.tile, state.target.pe_rows, state.target.pe_cols
+        assert choice is not None
+        issue_plan = plan_embedded_issue(
+            choice, tiling.tile, state.target.pe_rows, state.target.pe_cols
         )
         a_tile, b_tile = input_tiles[contraction.a], input_tiles[contraction.b]
         c_tile = output_tiles[0]
@@ -533,8 +563,37 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
                     *out_locations,
                 ]
             ),
+            embedding=choice.describe() if choice is not None else "",
+            predicted_pe_cycles=choice.predicted_cycles if choice is not None else 0,
+            solve_s=choice.solve_s if choice is not None else 0.0,
         )
     )
+
+
+def _blocked_tiling(
+    choice: ContractionChoice,
+    problem: TilingProblem,
+    work: WorkEstimate,
+    free: tuple[Tiling, int],
+    state: _State,
+) -> tuple[Tiling, int]:
+    """The least-traffic tiling (`free`) or the best one whose tiles issue the
+    embedding's blocks whole, whichever the planner's estimate (DMA + PE cycles of the
+    embedding, overlapped when staged) says is faster."""
+    blocked_problem = replace(problem, multiple_of=tile_multiples(choice, problem.extents))
+    spm_elements = state.target.scratchpad_bytes // 4
+    blocked = plan_buffering(blocked_problem, spm_elements, state.buffers, work)
+    if blocked[0] is None:
+        return free
+
+    def estimate(option: tuple[Tiling, int]) -> float:
+        pe_cycles = tiling_pe_cycles(choice, problem.extents, option[0].tile)
+        return estimate_cycles(
+            problem, option[0], option[1], replace(work, compute_cycles=pe_cycles)
+        )
+
+    blocked_option = (blocked[0], blocked[1])
+    return blocked_option if estimate(blocked_option) <= estimate(free) else free
 
 
 def _pop(pool: list[ir.Value], where: str) -> Callable[[], ir.Value]:

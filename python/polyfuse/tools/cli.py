@@ -31,11 +31,13 @@ def _run(args: argparse.Namespace) -> int:
     status = _Status(quiet=args.quiet)
     status.say(f"compiling {args.model} (batch {args.batch}) for target '{args.target}'")
     start = time.perf_counter()
-    options = {"overlap": not args.no_overlap, "sanitize": args.sanitize}
+    options = {
+        "overlap": not args.no_overlap,
+        "sanitize": args.sanitize,
+        "embedding": args.embedding,
+    }
     with status.progress("compiling"):
-        compiled = polyfuse_compile(
-            model, inputs, args.target, schedule=args.schedule, **options
-        )
+        compiled = polyfuse_compile(model, inputs, args.target, schedule=args.schedule, **options)
     compile_seconds = time.perf_counter() - start
     status.say(
         f"running on the emulated accelerator ({len(compiled.serialized.program):,} instructions)"
@@ -146,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["layer-by-layer", "fused"],
         default="layer-by-layer",
         help="fused: cross-operator fusion (docs/fusion.md)",
+    )
+    run.add_argument(
+        "--embedding",
+        choices=["csp", "fixed", "heuristic"],
+        default="csp",
+        help="how contractions go onto the PE array: CP-SAT, the VTA reference, or one "
+        "PE block per instruction (docs/embedding.md)",
     )
     run.add_argument("--threads", type=int, default=1, help="CPU threads for emulator and eager")
     run.add_argument("--json", help="also write the report as JSON to this file")

@@ -1,6 +1,9 @@
 // RUN: polyfuse-opt %s --pass-pipeline='builtin.module(func.func(linalg-generalize-named-ops),canonicalize,polyfuse-lower-to-accel{target=edge},polyfuse-verify-accel)' | filecheck %s --check-prefix=EDGE
 // RUN: polyfuse-opt %s --pass-pipeline='builtin.module(func.func(linalg-generalize-named-ops),canonicalize,polyfuse-lower-to-accel{target=vta},polyfuse-verify-accel)' | filecheck %s --check-prefix=VTA
 // RUN: not polyfuse-opt %s --pass-pipeline='builtin.module(polyfuse-lower-to-accel{target=nosuch})' 2>&1 | filecheck %s --check-prefix=BAD
+// RUN: polyfuse-opt %s --pass-pipeline='builtin.module(func.func(linalg-generalize-named-ops),canonicalize,polyfuse-lower-to-accel{target=vta embedding=fixed},polyfuse-verify-accel)' | filecheck %s --check-prefix=FIXED
+// RUN: polyfuse-opt %s --pass-pipeline='builtin.module(func.func(linalg-generalize-named-ops),canonicalize,polyfuse-lower-to-accel{target=vta embedding=csp},polyfuse-verify-accel)' | filecheck %s --check-prefix=CSP
+// RUN: not polyfuse-opt %s --pass-pipeline='builtin.module(polyfuse-lower-to-accel{target=vta embedding=greedy})' 2>&1 | filecheck %s --check-prefix=UNKNOWN
 
 // polyfuse-lower-to-accel lowers each linalg operator on its own: load its operand tiles
 // into the scratchpad, compute, store the result. The 64x128 @ 128x96 matmul (80 KiB of
@@ -37,6 +40,20 @@
 // BAD: lower-to-accel.mlir:{{[0-9]+}}:1: error: unknown target 'nosuch'; presets: edge, gemmini, inferentia-like, vta
 // BAD: polyfuse-opt: pass 'polyfuse-lower-to-accel' failed
 
+// embedding: a 1x64 @ 64x40 GEMV on vta. Neither operand is a constant, so the 40-row
+// side is streamed by default; `fixed` (the VTA reference) keeps that orientation: 40
+// streamed rows against one 16x1 column block, 4 reduction blocks (160 PE cycles).
+// `csp` (CP-SAT) transposes it: the single row streams, the 40 columns are 4 blocks of
+// 10, so 16 instructions of 1 row (16 PE cycles).
+// FIXED-LABEL: func.func @gemv
+// FIXED: affine.for %{{.*}} = 0 to 4 {
+// FIXED-NEXT: "accel.matmul"{{.*}}shape = array<i64: 1, 40, 1, 16, 1, 1>
+// CSP-LABEL: func.func @gemv
+// CSP: affine.for %{{.*}} = 0 to 4 {
+// CSP-NEXT: affine.for %{{.*}} = 0 to 4 {
+// CSP-NEXT: "accel.matmul"{{.*}}shape = array<i64: 1, 1, 10, 16, 1, 1>
+// UNKNOWN: embedding must be one of csp, fixed, heuristic, got 'greedy'
+
 #map = affine_map<(d0, d1) -> (d0, d1)>
 module {
   func.func @matmul_relu(%a: tensor<64x128xf32>, %b: tensor<128x96xf32>) -> tensor<64x96xf32> {
@@ -50,5 +67,12 @@ module {
       linalg.yield %m : f32
     } -> tensor<64x96xf32>
     return %relu : tensor<64x96xf32>
+  }
+  func.func @gemv(%x: tensor<1x64xf32>, %w: tensor<64x40xf32>) -> tensor<1x40xf32> {
+    %zero = arith.constant 0.0 : f32
+    %empty = tensor.empty() : tensor<1x40xf32>
+    %init = linalg.fill ins(%zero : f32) outs(%empty : tensor<1x40xf32>) -> tensor<1x40xf32>
+    %y = linalg.matmul ins(%x, %w : tensor<1x64xf32>, tensor<64x40xf32>) outs(%init : tensor<1x40xf32>) -> tensor<1x40xf32>
+    return %y : tensor<1x40xf32>
   }
 }
