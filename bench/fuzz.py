@@ -40,7 +40,7 @@ def case_inputs(seed: int, index: int) -> tuple[Any, Any]:
     return spec, generate_target(chooser)
 
 
-def worker() -> int:
+def worker(sanitize: bool) -> int:
     """Read `seed index` lines on stdin, answer one JSON line per case on stdout."""
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything the compiler prints goes to stderr, not into the answers
@@ -49,7 +49,7 @@ def worker() -> int:
     for line in sys.stdin:
         seed, index = (int(word) for word in line.split())
         spec, target = case_inputs(seed, index)
-        result = run_case(spec, target)
+        result = run_case(spec, target, sanitize)
         answers.write(
             json.dumps(
                 {
@@ -71,8 +71,9 @@ def worker() -> int:
 class Worker:
     """One worker process; restarted after a crash or a timeout."""
 
-    def __init__(self) -> None:
+    def __init__(self, sanitize: bool) -> None:
         self.process: subprocess.Popen[str] | None = None
+        self.sanitize = sanitize
 
     def start(self) -> subprocess.Popen[str]:
         if self.process is None or self.process.poll() is not None:
@@ -82,7 +83,7 @@ class Worker:
                 p for p in (python_dir, env.get("PYTHONPATH", "")) if p
             )
             self.process = subprocess.Popen(
-                [sys.executable, __file__, "--worker"],
+                [sys.executable, __file__, "--worker", *(["--sanitize"] if self.sanitize else [])],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -148,10 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         default=str(REPO / "bench" / "fuzz-failures"),
         help="directory for failing cases' reproducer scripts",
     )
+    parser.add_argument(
+        "--sanitize", action="store_true", help="run the emulator's shadow-memory checks too"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker()
+        return worker(args.sanitize)
 
     sys.path.insert(0, str(REPO / "python"))
     start = time.perf_counter()
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         from polyfuse.testing.fuzz import run_case
 
         while (index := next_case()) is not None:
-            result = run_case(*case_inputs(args.seed, index))
+            result = run_case(*case_inputs(args.seed, index), sanitize=args.sanitize)
             record({"case": index, **vars(result)})
 
     def record(answer: dict[str, Any]) -> None:
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             _progress(answer, len(answers), args.cases, start)
 
     def drain() -> None:
-        process = Worker()
+        process = Worker(args.sanitize)
         try:
             while (index := next_case()) is not None:
                 record(process.run(args.seed, index, args.timeout))
@@ -220,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "first": args.first,
         "jobs": args.jobs,
+        "sanitize": args.sanitize,
         "capacity_retried_cases": sum(1 for a in answers if a.get("capacity_retries", 0)),
         "smallest_scratchpad_bytes": min(
             (a["scratchpad_bytes"] for a in answers if a["outcome"] == "ok"), default=0

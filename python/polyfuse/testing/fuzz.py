@@ -7,8 +7,8 @@ For a `NetSpec` and a `TargetSpec`, `run_case`
    bytes the operator needs and those bytes must be more than the target has; the case
    then retries with exactly that many bytes, so a case that starts small ends on the
    smallest scratchpad polyfuse accepts for the network;
-3. runs the compiled model on the emulator with every DMA rule checked (a trap is a
-   crash);
+3. runs the compiled model on the emulator with every DMA rule checked, and with
+   `sanitize` every scratchpad access (a trap is a crash);
 4. compares every output with eager: same shape, and
    max |polyfuse - eager| <= RELATIVE_TOLERANCE * max |eager| + ABSOLUTE_TOLERANCE
    (float32 computed in a different order), no NaN or inf where eager has none;
@@ -59,8 +59,11 @@ def _short_traceback(error: BaseException) -> str:
     return text[-3000:]
 
 
-def run_case(spec: NetSpec, target: TargetSpec) -> CaseResult:
-    """Run one case (see the module docstring); never raises for a polyfuse failure."""
+def run_case(spec: NetSpec, target: TargetSpec, sanitize: bool = False) -> CaseResult:
+    """Run one case (see the module docstring); never raises for a polyfuse failure.
+
+    `sanitize` also runs the emulator's shadow-memory checks (reads of scratchpad bytes
+    never written, DMAs overwriting data in use, reads before a DMA's wait)."""
     import polyfuse
 
     start = time.perf_counter()
@@ -76,7 +79,7 @@ def run_case(spec: NetSpec, target: TargetSpec) -> CaseResult:
     compiled = None
     while compiled is None:
         try:
-            compiled = polyfuse.compile(model, inputs, target=target.target())
+            compiled = polyfuse.compile(model, inputs, target=target.target(), sanitize=sanitize)
         except ScratchpadCapacityError as error:
             needed = _NEEDS.search(str(error))
             if needed is None or int(needed.group(1)) <= target.scratchpad_bytes:

@@ -3,8 +3,8 @@
 Hypothesis draws random networks (conv with random kernel/stride/padding/dilation/groups,
 linear, matmul, elementwise, pooling, softmax, norms, residual adds, concats, permutes,
 slices) and random targets (scratchpad down to the smallest that fits); every case must
-match eager PyTorch, move exactly the planned DRAM bytes and never trap
-(polyfuse.testing.fuzz.run_case). Derandomized, so the suite sees the same cases each run.
+match eager PyTorch, move exactly the planned DRAM bytes and never trap, with the
+emulator's sanitizer on (polyfuse.testing.fuzz.run_case). Derandomized, so the suite sees the same cases each run.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[3]
 )
 @given(spec=net_specs(max_layers=3), target=target_specs())
 def test_random_networks_match_eager(spec: NetSpec, target: TargetSpec) -> None:
-    result = run_case(spec, target)
+    result = run_case(spec, target, sanitize=True)
     assert result.ok, f"{result.outcome}: {result.message}"
 
 
