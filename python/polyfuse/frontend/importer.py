@@ -75,6 +75,25 @@ def _unique_name(base: str, taken: dict[str, np.ndarray]) -> str:
     return name
 
 
+def _check_outputs(program: torch.export.ExportedProgram) -> None:
+    """The model must return one or more tensors and nothing else."""
+    output = next(iter(program.graph.find_nodes(op="output")))
+    values = output.args[0] if isinstance(output.args[0], list | tuple) else [output.args[0]]
+    if not values:
+        raise UnsupportedError(
+            "the model returns no tensor; polyfuse compiles models whose forward returns "
+            "one or more float32 tensors"
+        )
+    for index, value in enumerate(values):
+        meta = value.meta.get("val") if isinstance(value, torch.fx.Node) else value
+        if not isinstance(meta, torch.Tensor):
+            raise UnsupportedError(
+                f"output {index} of the model is a {type(meta).__name__}, not a tensor; "
+                "polyfuse compiles models whose forward returns only tensors (drop the "
+                "other outputs or compute them outside the model)"
+            )
+
+
 def import_model(
     model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], func_name: str = "forward"
 ) -> ImportedModel:
@@ -113,6 +132,7 @@ def import_model(
             "polyfuse needs a model that torch.export can capture with static shapes."
         ) from None
     check_supported(program, original)
+    _check_outputs(program)
     seconds["export"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -98,6 +98,28 @@ def test_data_dependent_shape_names_the_operator_and_line() -> None:
     assert "test_bad_inputs.py" in message and "Supported operators:" in message
 
 
+class ReturnsNothing(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> None:
+        return None
+
+
+class ReturnsATensorAndNone(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return x * 2, None
+
+
+@pytest.mark.parametrize(
+    ("model", "position"), [(ReturnsNothing(), 0), (ReturnsATensorAndNone(), 1)]
+)
+def test_outputs_that_are_not_tensors(model: torch.nn.Module, position: int) -> None:
+    with pytest.raises(
+        UnsupportedError,
+        match=rf"output {position} of the model is a NoneType, not a tensor; polyfuse compiles "
+        "models whose forward returns only tensors",
+    ):
+        polyfuse.compile(model, [torch.randn(2, 4)])
+
+
 # --- scratchpad too small ----------------------------------------------------------------
 
 
