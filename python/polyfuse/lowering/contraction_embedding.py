@@ -147,7 +147,7 @@ def fixed_operator_embedding(op: ContractionOp, contraction: Contraction) -> Emb
 
 
 @dataclass(frozen=True)
-class _Reduction:
+class Reduction:
     """How one instruction covers the block_in dims: `full` dims whole (innermost), one
     `chunked` dim in chunks of `chunk`, the rest issue loops."""
 
@@ -158,13 +158,13 @@ class _Reduction:
     blocks: int  # instructions per output block
 
 
-def _reduction_boxes(loops: tuple[int, ...], extents: tuple[int, ...], rows: int) -> _Reduction:
+def reduction_boxes(loops: tuple[int, ...], extents: tuple[int, ...], rows: int) -> Reduction:
     """The fewest rectangular boxes of at most `rows` elements that cover `loops`.
 
     `accel.matmul` reduces over up to 3 strided dims of at most `rows` elements in all:
     a box of whole inner dims and a divisor-sized chunk of one more (no remainder tiles).
     """
-    best: _Reduction | None = None
+    best: Reduction | None = None
     live = tuple(loop for loop in loops if extents[loop] > 1)
     for order in itertools.permutations(live):
         full: list[int] = []
@@ -185,10 +185,10 @@ def _reduction_boxes(loops: tuple[int, ...], extents: tuple[int, ...], rows: int
             position += 1
         rest = order[position:]
         blocks *= math.prod(extents[loop] for loop in rest)
-        candidate = _Reduction(tuple(full), chunked, chunk, tuple(rest), blocks)
+        candidate = Reduction(tuple(full), chunked, chunk, tuple(rest), blocks)
         if best is None or candidate.blocks < best.blocks:
             best = candidate
-    return best or _Reduction((), None, 1, (), 1)
+    return best or Reduction((), None, 1, (), 1)
 
 
 def issue_cycles(
@@ -198,7 +198,7 @@ def issue_cycles(
     `plan_embedded_issue` does: one accel.matmul per (reduction box, column block)."""
     rows, cols = instruction.block_in, instruction.block_out
     stream = math.prod(extents[_loop(part)] for part in embedding.stream)
-    reduction = _reduction_boxes(tuple(_loop(p) for p in embedding.block_in), extents, rows)
+    reduction = reduction_boxes(tuple(_loop(p) for p in embedding.block_in), extents, rows)
     column_blocks = 1
     for part in embedding.block_out:
         extent = extents[_loop(part)]
@@ -287,7 +287,7 @@ def tile_multiples(choice: ContractionChoice, extents: tuple[int, ...]) -> tuple
     for part in embedding.block_out:
         loop = _loop(part)
         multiples[loop] = largest_divisor_at_most(extents[loop], cols)
-    reduction = _reduction_boxes(tuple(_loop(p) for p in embedding.block_in), extents, rows)
+    reduction = reduction_boxes(tuple(_loop(p) for p in embedding.block_in), extents, rows)
     for loop in reduction.full:
         multiples[loop] = extents[loop]
     if reduction.chunked is not None:
@@ -324,7 +324,7 @@ def plan_embedded_issue(
         n_block = largest_divisor_at_most(tile[n_inner], cols)
         if n_block < tile[n_inner]:
             issue.append((n_inner, n_block))
-    reduction = _reduction_boxes(active(embedding.block_in), tile, rows)
+    reduction = reduction_boxes(active(embedding.block_in), tile, rows)
     issue += [(loop, 1) for loop in reduction.rest]
     k_inner: tuple[int, ...] = ()
     k_block = 1

@@ -13,8 +13,9 @@ import torch
 
 import polyfuse
 from polyfuse.compiler import CompiledModel
-from polyfuse.embedding import instruction_model
-from polyfuse.lowering.contraction_embedding import program_pe_cycles
+from polyfuse.embedding import ConvParams, conv2d, enumerate_embeddings, instruction_model
+from polyfuse.embedding.solver import ACCEL_MATMUL_LIMITS
+from polyfuse.lowering.contraction_embedding import program_pe_cycles, reduction_boxes
 from polyfuse.runtime.emulator import set_num_threads
 from polyfuse.targets import load_target
 
@@ -90,3 +91,34 @@ def test_unknown_embedding_is_an_error() -> None:
     model, x = _conv3()
     with pytest.raises(polyfuse.PolyfuseError, match="embedding must be one of"):
         polyfuse.compile(model, [x], target="vta", embedding="greedy")
+
+
+def test_accel_matmul_limits_bound_every_enumerated_embedding() -> None:
+    # A depthwise-style grouped conv: unlimited, the solver may pack groups on the block
+    # diagonal; accel.matmul cannot, nor merge more than 2 / 3 / 1 dims per slot.
+    op = conv2d(ConvParams(n=2, c=32, h=8, w=8, k=32, r=3, s=3, pad=(1, 1), groups=8))
+    instruction = instruction_model(load_target("vta"))
+    unlimited = enumerate_embeddings(op, instruction, limit=20000)
+    assert any(embedding.diagonal for embedding, _ in unlimited)
+    limited = enumerate_embeddings(op, instruction, limit=20000, limits=ACCEL_MATMUL_LIMITS)
+    assert limited and len(limited) < len(unlimited)
+    for embedding, _ in limited:
+        assert not embedding.diagonal
+        assert len(embedding.stream) <= 2
+        assert len(embedding.block_in) <= 3
+        assert len(embedding.block_out) <= 1
+
+
+@pytest.mark.parametrize(
+    ("extents", "boxes"),
+    [
+        ((3, 3, 3), 3),  # c x r = 9 whole, s in chunks of 1
+        ((3, 7, 7), 21),  # s = 7 whole, c in chunks of 2 -> 1 (divisor), r a loop
+        ((64, 3, 3), 36),  # c in chunks of 16, r and s loops
+        ((2, 2, 4), 1),  # 16 elements: one box
+        ((40,), 4),  # chunks of 10 (the largest divisor of 40 up to 16)
+    ],
+)
+def testreduction_boxes(extents: tuple[int, ...], boxes: int) -> None:
+    loops = tuple(range(len(extents)))
+    assert reduction_boxes(loops, extents, 16).blocks == boxes
