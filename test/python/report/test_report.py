@@ -11,6 +11,7 @@ import torch
 import polyfuse
 from polyfuse.compiler import CompiledModel
 from polyfuse.models import get_model
+from polyfuse.runtime.isa import W_OPCODE, Opcode
 from polyfuse.tools.cli import main as cli_main
 
 
@@ -40,6 +41,24 @@ def test_overlap_is_faster_and_computes_the_same(lenet) -> None:  # type: ignore
     assert fast.cycles >= max(fast.engine_busy().values())
     assert fast.spm_live_peak_bytes <= overlapped.target.scratchpad_bytes
     assert 0 < fast.spm_live_average_bytes <= fast.spm_live_peak_bytes
+
+
+def test_planner_double_buffers_a_streaming_layer() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU()).eval()
+    inputs = (torch.randn(256, 512),)  # 1 MiB of weights: tiled on edge's 512 KiB
+    overlapped = polyfuse.compile(model, inputs, "edge")
+    baseline = polyfuse.compile(model, inputs, "edge", overlap=False)
+    allocs = [
+        int((c.serialized.program.records[:, W_OPCODE] == Opcode.ALLOC).sum())
+        for c in (overlapped, baseline)
+    ]
+    assert allocs[0] > allocs[1]  # copies of the inner tiles
+    with torch.no_grad():
+        reference = model(*inputs)
+    for compiled in (overlapped, baseline):
+        assert torch.allclose(compiled(*inputs), reference, rtol=1e-4, atol=1e-4)
+    assert overlapped.report.cycles < baseline.report.cycles
 
 
 def test_operator_rows_add_up_to_the_model(lenet) -> None:  # type: ignore[no-untyped-def]
