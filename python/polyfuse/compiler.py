@@ -176,7 +176,8 @@ def compile(
     onto the PE array: "csp" (CP-SAT per operator shape, issue 6; its solve time is part
     of the "lower" stage), "fixed" (the VTA reference) or "heuristic" (one PE block per
     instruction); see docs/embedding.md. It applies to the layer-by-layer lowering (and
-    the fused schedule's fallback); the fused lowering issues its contractions itself.
+    the fused schedule's fallback). It is not passed to the fused lowering: that issues
+    fused contractions with `plan_issue`, and the operators it leaves unfused with "csp".
     """
     if schedule not in ("layer-by-layer", "fused"):
         raise PolyfuseError(f"schedule must be 'layer-by-layer' or 'fused', got '{schedule}'")
