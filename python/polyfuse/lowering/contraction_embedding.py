@@ -53,7 +53,7 @@ from polyfuse.targets import Target
 
 EMBEDDINGS = ("csp", "fixed", "heuristic")
 ENUMERATION_LIMIT = 20000
-ENUMERATION_SECONDS = 2.0
+ENUMERATION_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,14 @@ def choose_embedding(
         cycles = issue_cycles(embedding, generic.extents, instruction)
     else:
         hits = _solve_cached.cache_info().hits
-        embedding, cycles, seconds = _solve_cached(op, generic.extents, instruction)
+        try:
+            embedding, cycles, seconds = _solve_cached(op, generic.extents, instruction)
+        except UnsupportedError:
+            # No mapping within accel.matmul's limits was listed in time (a huge loop
+            # nest, or a loaded machine): the heuristic issue plan handles any tile.
+            return ContractionChoice(
+                "heuristic", contraction, None, 0, 0.0, instruction_model(target)
+            )
         solve_s = seconds if _solve_cached.cache_info().hits == hits else 0.0
     issued = _transposed(contraction) if embedding.transposed else contraction
     return ContractionChoice(
