@@ -52,9 +52,12 @@ def _run(args: argparse.Namespace) -> int:
     error = float((output - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
     report = compiled.report
     assert report is not None
-    print(
-        report.format(title=f"{args.model} on '{args.target}' (layer by layer, batch {args.batch})")
+    schedule = (
+        "fused" if args.schedule == "fused" and not compiled.fusion_fallback else "layer by layer"
     )
+    print(report.format(title=f"{args.model} on '{args.target}' ({schedule}, batch {args.batch})"))
+    if compiled.fusion_fallback:
+        print(compiled.fusion_fallback)
     matches = error <= TOLERANCE
     verdict = "matches" if matches else "DOES NOT match"
     print(f"{verdict} eager PyTorch: max relative error {error:.2e} (tolerance {TOLERANCE:.0e})")
