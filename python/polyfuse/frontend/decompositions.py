@@ -10,6 +10,11 @@ run. Decomposed here into two pools that the lowering handles (exact up to round
 `gelu(approximate="tanh")`: torch-mlir's lowering uses 0.797724 for sqrt(2/pi)
 (0.7978846), a relative error of 2e-4 that the fuzzer caught against eager PyTorch.
 Decomposed here with the exact constant, as PyTorch computes it.
+
+`adaptive_avg_pool2d(x, 1)` of a non-contiguous `x` (after a permute): PyTorch's
+decomposition is a mean followed by `as_strided` to restore the input's memory format,
+which polyfuse does not lower (strides are the lowering's business). Decomposed here to
+the mean alone (fuzz seed 0, case 1369).
 """
 
 from __future__ import annotations
@@ -56,9 +61,18 @@ def gelu_tanh(x: torch.Tensor, approximate: str = "none") -> Any:
     return 0.5 * x * (1 + torch.tanh(inner))
 
 
+def global_average_pool(x: torch.Tensor, output_size: list[int]) -> Any:
+    """adaptive_avg_pool2d(x, 1) = mean over the last two dims, keepdim."""
+    if any(size != 1 for size in output_size):
+        return NotImplemented
+    return aten.mean.dim(x, [-2, -1], True)
+
+
 def decomposition_table() -> dict[Any, Callable[..., Any]]:
     """torch-mlir's decompositions plus polyfuse's."""
     table: dict[Any, Callable[..., Any]] = dict(fx.get_decomposition_table())
     table[aten.avg_pool2d.default] = avg_pool2d_excluding_padding
     table[aten.gelu.default] = gelu_tanh
+    table[aten.adaptive_avg_pool2d.default] = global_average_pool
+    table[aten._adaptive_avg_pool2d.default] = global_average_pool
     return table

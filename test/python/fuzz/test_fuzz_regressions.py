@@ -72,3 +72,15 @@ class Reductions(torch.nn.Module):
 def test_rank_zero_outputs() -> None:
     # A rank-0 tensor's tile has no dims (IndexError), and came back with shape (1,).
     check_matches_eager(Reductions(), torch.randn(2, 4))
+
+
+class PermutedGlobalPool(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        permuted = x.permute(0, 3, 1, 2)
+        return F.adaptive_avg_pool2d(permuted, 1), F.adaptive_avg_pool2d(permuted, 2)
+
+
+def test_global_average_pool_of_a_permuted_tensor() -> None:
+    # PyTorch's decomposition ends in aten.as_strided, which polyfuse rejected (fuzz seed 0,
+    # case 1369: batch_norm -> permute -> adaptive_avg_pool2d(1)).
+    check_matches_eager(PermutedGlobalPool(), torch.randn(1, 4, 12, 6))
