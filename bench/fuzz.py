@@ -20,6 +20,7 @@ import collections
 import json
 import os
 import queue
+import re
 import select
 import subprocess
 import sys
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "layer_ops": _layer_histogram(args.seed, [int(a["case"]) for a in answers]),
         "failures": [
             {k: a[k] for k in ("case", "outcome", "reproducer")}
-            | {"message": a["message"].strip().splitlines()[-1] if a["message"].strip() else ""}
+            | {"message": _headline(a["message"])}
             for a in failures
         ],
     }
@@ -250,10 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def _headline(message: str) -> str:
+    """The line of a case's message that names the error (its exception, if any)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Trap|Exception): ", line)]
+    return (errors or lines or [""])[-1]
+
+
 def _progress(answer: dict[str, Any], done: int, total: int, start: float) -> None:
     if answer["outcome"] != "ok":
-        last = answer["message"].strip().splitlines()[-1] if answer["message"].strip() else ""
-        print(f"case {answer['case']}: {answer['outcome']}: {last}", flush=True)
+        print(
+            f"case {answer['case']}: {answer['outcome']}: {_headline(answer['message'])}",
+            flush=True,
+        )
     if done % 50 == 0 or done == total:
         print(f"[{done}/{total}] {time.perf_counter() - start:.0f} s", flush=True)
 
