@@ -31,7 +31,7 @@ from polyfuse.lowering.contraction_embedding import EMBEDDINGS
 from polyfuse.lowering.layer_by_layer import OperatorRecord
 from polyfuse.passes.lower_to_accel import lower_module
 from polyfuse.report import Report
-from polyfuse.runtime.emulator import MachineParams, execute
+from polyfuse.runtime.emulator import execute, machine_params
 from polyfuse.runtime.serialize import DramBuffer, SerializedProgram, serialize
 from polyfuse.targets import Target, load_target
 
@@ -49,21 +49,6 @@ def pipeline_text(target: str = "edge", buffers: int = 1, embedding: str = "csp"
 
 
 OVERLAP_BUFFERS = 2  # copies of inner tiles when overlap is on (double buffering)
-
-
-def machine_params(target: Target, overlap: bool = True) -> MachineParams:
-    """The emulated machine of `target`; `overlap` False runs one instruction at a time."""
-    return MachineParams(
-        spm_bytes=target.scratchpad_bytes,
-        dma_latency_cycles=target.dma_latency_cycles,
-        dma_bytes_per_cycle=target.dram_bytes_per_cycle,
-        pe_rows=target.pe_rows,
-        pe_cols=target.pe_cols,
-        vector_width=target.vector_width,
-        vector_latency_cycles=target.vector_latency_cycles,
-        dataflow=target.dataflow,
-        overlap=overlap,
-    )
 
 
 @dataclass

@@ -22,7 +22,7 @@ those instructions (MATMUL count and MACs).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from polyfuse.embedding.layout import (
     transform_streamed,
 )
 from polyfuse.embedding.operators import ContractionOp, reference
-from polyfuse.runtime.emulator import ExecutionStats, MachineParams, execute
+from polyfuse.runtime.emulator import ExecutionStats, MachineParams, execute, machine_params
 from polyfuse.runtime.isa import VectorKind
 from polyfuse.runtime.program import Program, ProgramBuilder, View
 from polyfuse.targets import Target
@@ -243,16 +243,7 @@ def machine_for(target: Target, spm_elements: int) -> MachineParams:
     """The emulator machine: the target's engines, a scratchpad that holds the float32
     stand-ins of the int8 tiles (their capacity is checked in native bytes by
     `choose_tiles`)."""
-    return MachineParams(
-        spm_bytes=max(target.scratchpad_bytes, 4 * spm_elements),
-        dma_latency_cycles=target.dma_latency_cycles,
-        dma_bytes_per_cycle=target.dram_bytes_per_cycle,
-        pe_rows=target.pe_rows,
-        pe_cols=target.pe_cols,
-        vector_width=target.vector_width,
-        vector_latency_cycles=target.vector_latency_cycles,
-        dataflow=target.dataflow,
-    )
+    return replace(machine_params(target), spm_bytes=max(target.scratchpad_bytes, 4 * spm_elements))
 
 
 def run(

@@ -30,12 +30,16 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy_openblas32
 
 from polyfuse.errors import EmulatorTrap, TargetError
 from polyfuse.runtime.program import Program
+
+if TYPE_CHECKING:
+    from polyfuse.targets import Target
 
 # The native module links libscipy_openblas and finds it through its RPATH (next to it in
 # an installed wheel, the build-time path in a development build). Loading this
@@ -192,6 +196,21 @@ class ExecutionStats:
                 strict=True,
             )
         )
+
+
+def machine_params(target: Target, overlap: bool = True) -> MachineParams:
+    """The emulated machine of `target`; `overlap` False runs one instruction at a time."""
+    return MachineParams(
+        spm_bytes=target.scratchpad_bytes,
+        dma_latency_cycles=target.dma_latency_cycles,
+        dma_bytes_per_cycle=target.dram_bytes_per_cycle,
+        pe_rows=target.pe_rows,
+        pe_cols=target.pe_cols,
+        vector_width=target.vector_width,
+        vector_latency_cycles=target.vector_latency_cycles,
+        dataflow=target.dataflow,
+        overlap=overlap,
+    )
 
 
 def execute(
