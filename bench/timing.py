@@ -29,7 +29,7 @@ import io
 import json
 import math
 import tempfile
-import time
+import timeit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +46,6 @@ from polyfuse.runtime.program import ProgramBuilder, View
 from polyfuse.targets import load_target
 
 
-def best_time(function, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def schedules() -> list[str]:
     """The schedules `polyfuse.compile` offers (fusion lands with issue 4)."""
     parameter = inspect.signature(polyfuse.compile).parameters.get("schedule")
@@ -65,7 +56,7 @@ def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
     model, inputs = get_model(model_name)
     with torch.no_grad():
         reference = model(*inputs)
-        eager_s = best_time(lambda: model(*inputs), repeat)
+        eager_s = min(timeit.repeat(lambda: model(*inputs), number=1, repeat=repeat))
     baseline = polyfuse.compile(model, inputs, target=target, overlap=False)
     baseline(*inputs)
     assert baseline.report is not None
@@ -80,7 +71,7 @@ def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
         cycles = compiled.report.stats.cycles
         fell_back = bool(getattr(compiled, "fusion_fallback", ""))
         if not best or cycles < best["cycles"]:
-            emulator_s = best_time(lambda c=compiled: c(*inputs), repeat)
+            emulator_s = min(timeit.repeat(lambda c=compiled: c(*inputs), number=1, repeat=repeat))
             best = {
                 "cycles": cycles,
                 "schedule": schedule + (" (fell back)" if fell_back else ""),

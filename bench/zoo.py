@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import timeit
 
 import torch
 from rich.console import Console
@@ -32,15 +33,6 @@ from polyfuse.runtime.emulator import set_num_threads
 from polyfuse.targets import list_presets
 
 
-def best_time(function, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure(
     model_name: str, target: str, batch: int, repeat: int, embedding: str = "csp"
 ) -> dict[str, object]:
@@ -49,10 +41,10 @@ def measure(
     compiled = polyfuse.compile(model, inputs, target=target, embedding=embedding)
     compile_s = time.perf_counter() - start
     output = compiled(*inputs)  # warm-up, and the report
-    run_s = best_time(lambda: compiled(*inputs), repeat)
+    run_s = min(timeit.repeat(lambda: compiled(*inputs), number=1, repeat=repeat))
     with torch.no_grad():
         reference = model(*inputs)
-        eager_s = best_time(lambda: model(*inputs), repeat)
+        eager_s = min(timeit.repeat(lambda: model(*inputs), number=1, repeat=repeat))
     report = compiled.report
     assert report is not None and isinstance(output, torch.Tensor)
     error = float((output - reference).abs().max() / reference.abs().max())
