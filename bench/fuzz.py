@@ -41,7 +41,7 @@ def case_inputs(seed: int, index: int) -> tuple[Any, Any]:
     return spec, generate_target(chooser)
 
 
-def worker(sanitize: bool) -> int:
+def worker(sanitize: bool, schedule: str) -> int:
     """Read `seed index` lines on stdin, answer one JSON line per case on stdout."""
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything the compiler prints goes to stderr, not into the answers
@@ -50,7 +50,7 @@ def worker(sanitize: bool) -> int:
     for line in sys.stdin:
         seed, index = (int(word) for word in line.split())
         spec, target = case_inputs(seed, index)
-        result = run_case(spec, target, sanitize)
+        result = run_case(spec, target, sanitize, schedule)
         answers.write(
             json.dumps(
                 {
@@ -72,9 +72,10 @@ def worker(sanitize: bool) -> int:
 class Worker:
     """One worker process; restarted after a crash or a timeout."""
 
-    def __init__(self, sanitize: bool) -> None:
+    def __init__(self, sanitize: bool, schedule: str) -> None:
         self.process: subprocess.Popen[str] | None = None
         self.sanitize = sanitize
+        self.schedule = schedule
 
     def start(self) -> subprocess.Popen[str]:
         if self.process is None or self.process.poll() is not None:
@@ -84,7 +85,13 @@ class Worker:
                 p for p in (python_dir, env.get("PYTHONPATH", "")) if p
             )
             self.process = subprocess.Popen(
-                [sys.executable, __file__, "--worker", *(["--sanitize"] if self.sanitize else [])],
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    f"--schedule={self.schedule}",
+                    *(["--sanitize"] if self.sanitize else []),
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -153,10 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sanitize", action="store_true", help="run the emulator's shadow-memory checks too"
     )
+    parser.add_argument(
+        "--schedule",
+        choices=("layer-by-layer", "fused"),
+        default="layer-by-layer",
+        help="polyfuse.compile's schedule (fused: fuzz the cross-operator fusion)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.sanitize)
+        return worker(args.sanitize, args.schedule)
 
     sys.path.insert(0, str(REPO / "python"))
     start = time.perf_counter()
@@ -179,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         from polyfuse.testing.fuzz import run_case
 
         while (index := next_case()) is not None:
-            result = run_case(*case_inputs(args.seed, index), sanitize=args.sanitize)
+            result = run_case(
+                *case_inputs(args.seed, index), sanitize=args.sanitize, schedule=args.schedule
+            )
             record({"case": index, **vars(result)})
 
     def record(answer: dict[str, Any]) -> None:
@@ -191,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             _progress(answer, len(answers), args.cases, start)
 
     def drain() -> None:
-        process = Worker(args.sanitize)
+        process = Worker(args.sanitize, args.schedule)
         try:
             while (index := next_case()) is not None:
                 record(process.run(args.seed, index, args.timeout))
@@ -212,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     answers.sort(key=lambda a: int(a["case"]))
     failures = [a for a in answers if a["outcome"] != "ok"]
     for answer in failures:
-        answer["reproducer"] = _save_reproducer(args.seed, answer, Path(args.out))
+        answer["reproducer"] = _save_reproducer(args.seed, answer, Path(args.out), args.schedule)
     outcomes = collections.Counter(a["outcome"] for a in answers)
     summary = {
         "cases": len(answers),
@@ -226,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "first": args.first,
         "jobs": args.jobs,
         "sanitize": args.sanitize,
+        "schedule": args.schedule,
         "capacity_retried_cases": sum(1 for a in answers if a.get("capacity_retries", 0)),
         "smallest_scratchpad_bytes": min(
             (a["scratchpad_bytes"] for a in answers if a["outcome"] == "ok"), default=0
@@ -268,7 +284,7 @@ def _progress(answer: dict[str, Any], done: int, total: int, start: float) -> No
         print(f"[{done}/{total}] {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _save_reproducer(seed: int, answer: dict[str, Any], directory: Path) -> str:
+def _save_reproducer(seed: int, answer: dict[str, Any], directory: Path, schedule: str) -> str:
     from polyfuse.testing.fuzz import CaseResult, reproducer_script
 
     spec, target = case_inputs(seed, int(answer["case"]))
@@ -279,8 +295,8 @@ def _save_reproducer(seed: int, answer: dict[str, Any], directory: Path) -> str:
     )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"case-{seed}-{answer['case']}.py"
-    origin = f"bench/fuzz.py --seed {seed} --first {answer['case']} --cases 1"
-    path.write_text(reproducer_script(spec, target, result, origin))
+    origin = f"bench/fuzz.py --seed {seed} --first {answer['case']} --cases 1 --schedule {schedule}"
+    path.write_text(reproducer_script(spec, target, result, origin, schedule))
     return str(path)
 
 

@@ -140,8 +140,14 @@ def shared_dimensions(
                 storage = graph.storages[key]
                 for row in range(use.access.rank):
                     identity = _identity_loop(use.access, row)
-                    padded = bool(storage.low) and (storage.low[row] or storage.high[row])
-                    if identity is None or padded or storage.viewed or use.through_view:
+                    # A view's rows index the view, not the storage: no padding lookup.
+                    viewed = storage.viewed or use.through_view
+                    padded = (
+                        not viewed
+                        and bool(storage.low)
+                        and bool(storage.low[row] or storage.high[row])
+                    )
+                    if identity is None or padded or viewed:
                         blocked.add(("S", key, row))
                         blocked.update(
                             ("L", index, other)

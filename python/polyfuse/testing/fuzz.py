@@ -59,11 +59,14 @@ def _short_traceback(error: BaseException) -> str:
     return text[-3000:]
 
 
-def run_case(spec: NetSpec, target: TargetSpec, sanitize: bool = False) -> CaseResult:
+def run_case(
+    spec: NetSpec, target: TargetSpec, sanitize: bool = False, schedule: str = "layer-by-layer"
+) -> CaseResult:
     """Run one case (see the module docstring); never raises for a polyfuse failure.
 
     `sanitize` also runs the emulator's shadow-memory checks (reads of scratchpad bytes
-    never written, DMAs overwriting data in use, reads before a DMA's wait)."""
+    never written, DMAs overwriting data in use, reads before a DMA's wait); `schedule`
+    is `polyfuse.compile`'s (`"fused"` fuzzes the cross-operator fusion)."""
     import polyfuse
 
     start = time.perf_counter()
@@ -79,7 +82,9 @@ def run_case(spec: NetSpec, target: TargetSpec, sanitize: bool = False) -> CaseR
     compiled = None
     while compiled is None:
         try:
-            compiled = polyfuse.compile(model, inputs, target=target.target(), sanitize=sanitize)
+            compiled = polyfuse.compile(
+                model, inputs, target=target.target(), sanitize=sanitize, schedule=schedule
+            )
         except ScratchpadCapacityError as error:
             needed = _NEEDS.search(str(error))
             if needed is None or int(needed.group(1)) <= target.scratchpad_bytes:
@@ -150,7 +155,13 @@ def _compare(
             return
 
 
-def reproducer_script(spec: NetSpec, target: TargetSpec, result: CaseResult, origin: str) -> str:
+def reproducer_script(
+    spec: NetSpec,
+    target: TargetSpec,
+    result: CaseResult,
+    origin: str,
+    schedule: str = "layer-by-layer",
+) -> str:
     """A standalone script that rebuilds the failing case and runs it again."""
     message = "\n".join(f"#   {line}" for line in result.message.splitlines()[-30:])
     return f'''#!/usr/bin/env python
@@ -178,7 +189,7 @@ TARGET = TargetSpec(**{_target_fields(target)!r})
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    result = run_case(SPEC, TARGET)
+    result = run_case(SPEC, TARGET, schedule={schedule!r})
     print(result.outcome, f"scratchpad={{result.scratchpad_bytes}}", result.message)
     raise SystemExit(0 if result.ok else 1)
 '''

@@ -14,8 +14,10 @@ import polyfuse
 from polyfuse.testing.fuzz import ABSOLUTE_TOLERANCE, RELATIVE_TOLERANCE
 
 
-def check_matches_eager(model: torch.nn.Module, *inputs: torch.Tensor) -> None:
-    compiled = polyfuse.compile(model.eval(), list(inputs), target="edge")
+def check_matches_eager(
+    model: torch.nn.Module, *inputs: torch.Tensor, schedule: str = "layer-by-layer"
+) -> None:
+    compiled = polyfuse.compile(model.eval(), list(inputs), target="edge", schedule=schedule)
     with torch.no_grad():
         expected = model(*inputs)
     actual = compiled(*inputs)
@@ -84,3 +86,19 @@ def test_global_average_pool_of_a_permuted_tensor() -> None:
     # PyTorch's decomposition ends in aten.as_strided, which polyfuse rejected (fuzz seed 0,
     # case 1369: batch_norm -> permute -> adaptive_avg_pool2d(1)).
     check_matches_eager(PermutedGlobalPool(), torch.randn(1, 4, 12, 6))
+
+
+class ConcatThenPool(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 12, (3, 1), stride=(1, 3), padding=1, groups=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.avg_pool2d(torch.sigmoid(torch.cat([x, x], dim=3)), 2, stride=1)
+        return self.conv(pooled)
+
+
+def test_fused_schedule_with_a_storage_read_through_a_view() -> None:
+    # The fusion planner looked up the padding of a storage by the row of an access
+    # through a view (the concat), whose rank differs: IndexError (fused fuzz, seed 5).
+    check_matches_eager(ConcatThenPool(), torch.randn(2, 2, 8, 8), schedule="fused")
