@@ -5,7 +5,9 @@ instruction.py  the target's compound instruction and its cycle cost
 embedding.py    an embedding (dims -> instruction dims), its cost, the fixed strategy
 layout.py       the layout transformations an embedding needs and their traffic
 solver.py       the CP-SAT formulation: enumerate, minimise cycles then traffic
-lower.py        the accel program of an embedding, run on the emulator
+layout_program.py  the layout transformations as accel programs (DMA + vector copies)
+lower.py        the GEMM program of an embedding; runs it and the layout programs on the
+                emulator
 """
 
 from polyfuse.embedding.embedding import Embedding, Part, cycles_of, fixed_embedding, utilization

@@ -1,28 +1,32 @@
 """Layout transformations that make an embedding legal, and what they cost in DRAM traffic.
 
-The instruction reads its operands as
+The instruction reads its operands as matrices (`matrix_parts`):
 
     streamed     [loops..., stream rows, block_in vector]        (vector contiguous)
     stationary   [loops..., block_in, block_out] blocks          (one side contiguous)
     accumulator  [loops..., stream rows, block_out vector]       (vector contiguous)
 
-Stream rows are addressed one by one (VTA's micro-ops, Gemmini's row addresses), so any
-affine row pattern is free. A vector (block_in, block_out) must be one contiguous run of
-the operand as stored; otherwise the operand is rewritten once before (or, for the
-output, after) the operator:
+The GEMM program (lower.py) addresses each matrix with one stride per loop part, one for
+its rows and one for its columns, and zero-fills the columns that pad a vector up to the
+block on chip (VTA's and Gemmini's loads do the same), so padding to the block costs no
+traffic. An operand is read in place (`none`) when it is such a matrix as stored: its
+vector a unit-stride run (the stationary one: one of its two sides), its merged rows and
+columns each evenly spaced, and no index of it out of range (conv padding). Otherwise a
+layout program (layout_program.py) rewrites it once into the dense matrix, before the
+GEMM (the output: after it):
 
-    repack       transposition / channel packing (NCHW -> NHWC-style), same size
-    im2col       a window dim (r, s) merged into a vector with its pixel dim, or a
-                 padded spatial axis inside a vector: the expanded matrix is written
+    repack       transposition / channel packing (NCHW -> channel-last), at most as many
+                 elements as the operand (a strided conv reads a subset of its input)
+    im2col       the matrix has more elements than the operand (window dims merged with
+                 pixel dims, or kernel offsets as issue loops over the pixels) or the
+                 operand is padded: the expanded matrix is written, its padding zeros
+                 filled on chip
     diagonal     batch dims packed block-diagonally: the stationary blocks are written
                  with their zero off-diagonal blocks
 
-Padding a vector up to the block costs no traffic: VTA's and Gemmini's loads zero-fill
-partial blocks. Each rewrite reads the operand and writes the new layout once:
-`layout_bytes` counts both at `element_bytes` per element (int8 tensors).
-
-`transform_*` build the transformed DRAM buffers (float32, vectors padded to the block)
-with numpy strided views; `restore_output` writes the accumulator layout back to Y.
+A rewrite reads the operand once and writes the dense matrix once (the output: reads the
+matrix, writes Y): `layout_cost` counts both at `ELEMENT_BYTES` per element (int8
+tensors), which is exactly what the emulator counts for the layout programs.
 """
 
 from __future__ import annotations
@@ -31,13 +35,12 @@ import itertools
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from polyfuse.embedding.embedding import Embedding, Part
 from polyfuse.embedding.instruction import InstructionModel, ceil_div
 from polyfuse.embedding.operators import ContractionOp, OperandSpec
 
 ELEMENT_BYTES = 1
+ROLES = ("streamed", "stationary", "output")
 
 
 def padded_shape(op: ContractionOp, operand: OperandSpec) -> tuple[int, ...]:
@@ -75,6 +78,11 @@ def is_contiguous_run(op: ContractionOp, operand: OperandSpec, parts: tuple[Part
     return True
 
 
+def is_padded(op: ContractionOp, operand: OperandSpec) -> bool:
+    """True if some index the dims reach is out of the operand's range (conv padding)."""
+    return any(lo or hi for lo, hi in operand.padding(op.extents))
+
+
 def needs_im2col(
     op: ContractionOp, operand: OperandSpec, emb: Embedding, vectors: tuple[Part, ...]
 ) -> bool:
@@ -91,6 +99,76 @@ def needs_im2col(
     return False
 
 
+def block_pad(extent: int, block: int) -> int:
+    return ceil_div(extent, block) * block
+
+
+def operand_loops(op: ContractionOp, emb: Embedding, name: str) -> tuple[Part, ...]:
+    return tuple(p for p in emb.loops if op.operand(name).uses(p.dim))
+
+
+def operand_name(emb: Embedding, role: str) -> str:
+    """The operand ("lhs", "rhs" or "out") that plays `role` under `emb`."""
+    return {"streamed": emb.streamed(), "stationary": emb.stationary(), "output": "out"}[role]
+
+
+def matrix_parts(
+    op: ContractionOp, emb: Embedding, role: str
+) -> tuple[tuple[Part, ...], tuple[Part, ...], tuple[Part, ...]]:
+    """(loops, rows, columns) of the matrix the instruction reads (writes) for `role`."""
+    loops = operand_loops(op, emb, operand_name(emb, role))
+    in_vec = emb.diagonal + emb.block_in
+    out_vec = emb.diagonal + emb.block_out
+    if role == "streamed":
+        return loops, emb.stream, in_vec
+    if role == "stationary":
+        return loops, in_vec, out_vec
+    return loops, emb.stream, out_vec
+
+
+def matrix_elements(op: ContractionOp, emb: Embedding, role: str) -> int:
+    """Elements of the dense matrix of `role` (vectors not padded to the block)."""
+    return math.prod(p.extent for group in matrix_parts(op, emb, role) for p in group)
+
+
+def reads_in_place(op: ContractionOp, emb: Embedding, role: str) -> bool:
+    """True if the instruction can read (write) the operand of `role` as stored."""
+    operand = op.operand(operand_name(emb, role))
+    _, rows, cols = matrix_parts(op, emb, role)
+    if role == "output":
+        return is_contiguous_run(op, operand, cols) and _collapses(op, operand, rows)
+    if is_padded(op, operand):
+        return False
+    if role == "streamed":
+        return is_contiguous_run(op, operand, cols) and _collapses(op, operand, rows)
+    return (
+        is_contiguous_run(op, operand, rows + cols)
+        or is_contiguous_run(op, operand, cols + rows)
+        or (
+            _collapses(op, operand, rows)
+            and _collapses(op, operand, cols)
+            and (is_contiguous_run(op, operand, rows) or is_contiguous_run(op, operand, cols))
+        )
+    )
+
+
+def rewrite_kind(op: ContractionOp, emb: Embedding, role: str) -> str:
+    """ "none", "repack", "im2col" or "diagonal": how the operand of `role` is rewritten."""
+    operand = op.operand(operand_name(emb, role))
+    if role == "stationary" and emb.diagonal:
+        return "diagonal"
+    if role != "output":
+        _, rows, cols = matrix_parts(op, emb, role)
+        vectors = cols if role == "streamed" else rows + cols
+        if needs_im2col(op, operand, emb, vectors):
+            return "im2col"
+    if reads_in_place(op, emb, role):
+        return "none"
+    if is_padded(op, operand) or matrix_elements(op, emb, role) > operand.elements:
+        return "im2col"
+    return "repack"
+
+
 @dataclass(frozen=True)
 class LayoutCost:
     """Which operands an embedding rewrites, and the DRAM bytes of those rewrites."""
@@ -100,56 +178,23 @@ class LayoutCost:
     output: str  # "none" or "repack"
     bytes: int
 
+    def kind(self, role: str) -> str:
+        return {"streamed": self.streamed, "stationary": self.stationary, "output": self.output}[
+            role
+        ]
+
 
 def layout_cost(op: ContractionOp, emb: Embedding, instruction: InstructionModel) -> LayoutCost:
-    streamed = op.operand(emb.streamed())
-    stationary = op.operand(emb.stationary())
-    loops_of = {
-        name: math.prod(p.extent for p in emb.loops if op.operand(name).uses(p.dim))
-        for name in ("lhs", "rhs", "out")
-    }
-    in_vec = emb.diagonal + emb.block_in
-    out_vec = emb.diagonal + emb.block_out
-    total = 0
-
-    s_kind = "none"
-    if needs_im2col(op, streamed, emb, in_vec):
-        s_kind = "im2col"
-        written = loops_of[emb.streamed()] * emb.stream_extent * emb.in_extent
-    elif not is_contiguous_run(op, streamed, in_vec):
-        s_kind = "repack"
-        written = streamed.elements
-    if s_kind != "none":
-        total += streamed.elements + written
-
-    w_kind = "none"
-    if emb.diagonal:
-        w_kind = "diagonal"
-        written = loops_of[emb.stationary()] * emb.in_extent * emb.out_extent
-    elif needs_im2col(op, stationary, emb, in_vec + out_vec):
-        w_kind = "im2col"
-        written = loops_of[emb.stationary()] * emb.in_extent * emb.out_extent
-    elif not (
-        is_contiguous_run(op, stationary, in_vec + out_vec)
-        or is_contiguous_run(op, stationary, out_vec + in_vec)
-        or (
-            _collapses(op, stationary, in_vec)
-            and _collapses(op, stationary, out_vec)
-            and (
-                is_contiguous_run(op, stationary, in_vec)
-                or is_contiguous_run(op, stationary, out_vec)
-            )
-        )
-    ):
-        w_kind = "repack"
-        written = stationary.elements
-    if w_kind != "none":
-        total += stationary.elements + written
-
-    o_kind = "none" if is_contiguous_run(op, op.out, out_vec) else "repack"
-    if o_kind != "none":
-        total += 2 * op.out.elements
-    return LayoutCost(s_kind, w_kind, o_kind, total * ELEMENT_BYTES)
+    """The rewrites `emb` needs; each reads the operand once and writes its matrix once."""
+    kinds = {role: rewrite_kind(op, emb, role) for role in ROLES}
+    elements = sum(
+        op.operand(operand_name(emb, role)).elements + matrix_elements(op, emb, role)
+        for role in ROLES
+        if kinds[role] != "none"
+    )
+    return LayoutCost(
+        kinds["streamed"], kinds["stationary"], kinds["output"], elements * ELEMENT_BYTES
+    )
 
 
 def _collapses(op: ContractionOp, operand: OperandSpec, parts: tuple[Part, ...]) -> bool:
@@ -160,104 +205,3 @@ def _collapses(op: ContractionOp, operand: OperandSpec, parts: tuple[Part, ...])
         if part_stride(strides, outer) != part_stride(strides, inner) * inner.extent:
             return False
     return True
-
-
-# ---- building the transformed buffers (numerics) ----
-
-
-def _view(op: ContractionOp, name: str, array: np.ndarray, parts: list[Part]) -> np.ndarray:
-    """A strided view of operand `name` with one axis per part (zero padding applied)."""
-    operand = op.operand(name)
-    pads = operand.padding(op.extents)
-    if any(lo or hi for lo, hi in pads):
-        array = np.pad(array, pads)
-    array = np.ascontiguousarray(array)
-    strides = dim_strides(op, operand)
-    item = array.itemsize
-    return np.lib.stride_tricks.as_strided(
-        array,
-        shape=[p.extent for p in parts],
-        strides=[part_stride(strides, p) * item for p in parts],
-        writeable=False,
-    )
-
-
-def _padded(array: np.ndarray, axis_sizes: list[int]) -> np.ndarray:
-    pads = [(0, size - have) for size, have in zip(axis_sizes, array.shape, strict=True)]
-    return np.pad(array, pads) if any(hi for _, hi in pads) else array
-
-
-def block_pad(extent: int, block: int) -> int:
-    return ceil_div(extent, block) * block
-
-
-def operand_loops(op: ContractionOp, emb: Embedding, name: str) -> tuple[Part, ...]:
-    return tuple(p for p in emb.loops if op.operand(name).uses(p.dim))
-
-
-def transform_streamed(
-    op: ContractionOp, emb: Embedding, array: np.ndarray, instruction: InstructionModel
-) -> np.ndarray:
-    """[loops..., stream, block_in (padded to the block)] of the streamed operand."""
-    loops = operand_loops(op, emb, emb.streamed())
-    in_vec = emb.diagonal + emb.block_in
-    view = _view(op, emb.streamed(), array, [*loops, *emb.stream, *in_vec])
-    shape = [p.extent for p in loops] + [emb.stream_extent, emb.in_extent]
-    matrix = view.reshape(shape).astype(np.float32, copy=True)
-    in_pad = block_pad(emb.in_extent, instruction.block_in)
-    return np.ascontiguousarray(_padded(matrix, [*shape[:-1], in_pad]))
-
-
-def transform_stationary(
-    op: ContractionOp, emb: Embedding, array: np.ndarray, instruction: InstructionModel
-) -> np.ndarray:
-    """[loops..., block_in, block_out] of the stationary operand, block-diagonal over `diagonal`."""
-    loops = operand_loops(op, emb, emb.stationary())
-    view = _view(
-        op, emb.stationary(), array, [*loops, *emb.diagonal, *emb.block_in, *emb.block_out]
-    )
-    lead = [p.extent for p in loops]
-    diag = math.prod(p.extent for p in emb.diagonal)
-    rows = math.prod(p.extent for p in emb.block_in)
-    cols = math.prod(p.extent for p in emb.block_out)
-    dense = view.reshape([*lead, diag, rows, cols])
-    blocks = np.zeros([*lead, diag, rows, diag, cols], dtype=np.float32)
-    for d in range(diag):
-        blocks[..., d, :, d, :] = dense[..., d, :, :]
-    matrix = blocks.reshape([*lead, diag * rows, diag * cols])
-    return np.ascontiguousarray(
-        _padded(
-            matrix,
-            [
-                *lead,
-                block_pad(diag * rows, instruction.block_in),
-                block_pad(diag * cols, instruction.block_out),
-            ],
-        )
-    )
-
-
-def output_buffer(op: ContractionOp, emb: Embedding, instruction: InstructionModel) -> np.ndarray:
-    loops = operand_loops(op, emb, "out")
-    shape = [p.extent for p in loops] + [
-        emb.stream_extent,
-        block_pad(emb.out_extent, instruction.block_out),
-    ]
-    return np.zeros(shape, dtype=np.float32)
-
-
-def restore_output(op: ContractionOp, emb: Embedding, buffer: np.ndarray) -> np.ndarray:
-    """Y in its own layout from the accumulator layout [loops..., stream, block_out]."""
-    loops = operand_loops(op, emb, "out")
-    out_vec = emb.diagonal + emb.block_out
-    parts = [*loops, *emb.stream, *out_vec]
-    result = np.zeros(op.out.shape, dtype=np.float32)
-    strides = dim_strides(op, op.out)
-    view = np.lib.stride_tricks.as_strided(
-        result,
-        shape=[p.extent for p in parts],
-        strides=[part_stride(strides, p) * result.itemsize for p in parts],
-    )
-    valid = buffer[..., : emb.out_extent]
-    view[...] = valid.reshape([p.extent for p in parts])
-    return result
