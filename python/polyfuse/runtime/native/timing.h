@@ -27,7 +27,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
-#include <map>
 #include <vector>
 
 namespace polyfuse::emulator {
@@ -50,84 +49,97 @@ struct Timing {
   bool overlap;             // engines run concurrently (else one instruction at a time)
 };
 
-// The last time each element range was written and read, as a sorted map of segments: the
-// segment starting at key k extends to the next key. Element ranges are [lo, hi).
+// The last time each element range was written and read, as a sorted array of segments: the
+// segment starting at `start` extends to the next segment's start. Element ranges are [lo, hi).
+// A flat vector rather than a std::map: lookups walk contiguous memory (the scoreboard is a
+// third of the emulator's time on large models), and inserts move at most max_segments entries.
 class RangeTimes {
  public:
   // At most `max_segments` segments are kept (see prune).
   explicit RangeTimes(size_t max_segments = 1024) : max_segments_(max_segments) {
-    segments_[0] = {};
+    segments_.push_back({0, 0, 0});
   }
 
   // The time an access of [lo, hi) may start: after the last write (and, for a write, after the
   // last read) of any element in it.
   double ready(int64_t lo, int64_t hi, bool write) const {
     double t = 0;
-    for (auto it = find(lo); it != segments_.end() && it->first < hi; ++it)
-      t = std::max(t, write ? std::max(it->second.written, it->second.read) : it->second.written);
+    for (auto it = find(lo); it != segments_.end() && it->start < hi; ++it)
+      t = std::max(t, write ? std::max(it->written, it->read) : it->written);
     return t;
   }
 
   void record(int64_t lo, int64_t hi, bool write, double finish) {
     split(lo);
     split(hi);
-    for (auto it = segments_.find(lo); it != segments_.end() && it->first < hi; ++it) {
+    for (auto it = first_at_or_after(lo); it != segments_.end() && it->start < hi; ++it) {
       if (write)
-        it->second.written = std::max(it->second.written, finish);
+        it->written = std::max(it->written, finish);
       else
-        it->second.read = std::max(it->second.read, finish);
+        it->read = std::max(it->read, finish);
     }
   }
 
   // Forgets times that can no longer delay anything (<= horizon) and merges equal neighbours;
-  // if the map is still larger than max_segments, merges neighbours pairwise keeping the later
+  // if the array is still larger than max_segments, merges neighbours pairwise keeping the later
   // times (conservative: it can only add dependences), so every lookup stays cheap.
   void prune(double horizon) {
     if (segments_.size() <= max_segments_) return;
-    Times previous{-1, -1};
-    for (auto it = segments_.begin(); it != segments_.end();) {
-      if (it->second.written <= horizon) it->second.written = 0;
-      if (it->second.read <= horizon) it->second.read = 0;
-      if (it != segments_.begin() && it->second.written == previous.written &&
-          it->second.read == previous.read) {
-        it = segments_.erase(it);
+    size_t kept = 0;
+    for (size_t i = 0; i < segments_.size(); ++i) {
+      Segment s = segments_[i];
+      if (s.written <= horizon) s.written = 0;
+      if (s.read <= horizon) s.read = 0;
+      if (kept > 0 && s.written == segments_[kept - 1].written &&
+          s.read == segments_[kept - 1].read)
         continue;
-      }
-      previous = it->second;
-      ++it;
+      segments_[kept++] = s;
     }
+    segments_.resize(kept);
     while (segments_.size() > max_segments_) {
-      for (auto it = segments_.begin(); it != segments_.end() && std::next(it) != segments_.end();
-           ++it) {
-        auto next = std::next(it);
-        it->second.written = std::max(it->second.written, next->second.written);
-        it->second.read = std::max(it->second.read, next->second.read);
-        segments_.erase(next);
+      size_t merged = 0;
+      for (size_t i = 0; i < segments_.size(); i += 2) {
+        Segment s = segments_[i];
+        if (i + 1 < segments_.size()) {
+          s.written = std::max(s.written, segments_[i + 1].written);
+          s.read = std::max(s.read, segments_[i + 1].read);
+        }
+        segments_[merged++] = s;
       }
+      segments_.resize(merged);
     }
   }
 
  private:
-  struct Times {
-    double written = 0, read = 0;
+  struct Segment {
+    int64_t start;
+    double written, read;
   };
-  using Map = std::map<int64_t, Times>;
+  using Segments = std::vector<Segment>;
 
-  Map::const_iterator find(int64_t lo) const {
-    auto it = segments_.upper_bound(lo);
+  static bool starts_before(int64_t at, const Segment& s) { return at < s.start; }
+
+  // The segment containing element `lo`.
+  Segments::const_iterator find(int64_t lo) const {
+    auto it = std::upper_bound(segments_.begin(), segments_.end(), lo, starts_before);
     return it == segments_.begin() ? it : std::prev(it);
   }
+  Segments::iterator first_at_or_after(int64_t lo) {
+    return std::lower_bound(segments_.begin(), segments_.end(), lo,
+                            [](const Segment& s, int64_t at) { return s.start < at; });
+  }
+  // Makes `at` the start of a segment (with the times of the segment it was inside).
   void split(int64_t at) {
-    auto it = segments_.upper_bound(at);
+    auto it = std::upper_bound(segments_.begin(), segments_.end(), at, starts_before);
     if (it == segments_.begin()) {
-      segments_[at] = {};
+      segments_.insert(it, {at, 0, 0});
       return;
     }
-    --it;
-    if (it->first != at) segments_[at] = it->second;
+    const Segment previous = *std::prev(it);  // a copy: insert may reallocate
+    if (previous.start != at) segments_.insert(it, {at, previous.written, previous.read});
   }
 
-  Map segments_;
+  Segments segments_;
   size_t max_segments_;
 };
 
