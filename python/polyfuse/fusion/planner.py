@@ -18,16 +18,23 @@ group is exactly the bytes its DMAs move:
     sum over operators of  tiling traffic of the DRAM operands x outer trips
 
 so the planner's prediction is the emulator's count (a test checks it on the zoo).
+
+With an `Overlap` (issue 5, `overlap.py`) each operator's tiling also reserves the
+buffer copies of double buffering and issues contractions by their PE-array embedding;
+the copies are part of the capacity the tiling must fit, and with `traffic_first` the
+bytes are those of the least-traffic tilings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from polyfuse.analysis.affine import AffineAccess
-from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_tiling
+from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
+from polyfuse.fusion.overlap import OperatorSchedule, Overlap, contraction_choice, schedule_operator
+from polyfuse.lowering.contraction_embedding import ContractionChoice
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 
 MAX_GROUP_OPERATORS = 12
@@ -48,6 +55,8 @@ class OperatorPlan:
     tiling: Tiling
     dummy: bool  # the tiling problem had no DRAM operand (see `operator_problem`)
     bytes: int
+    stages: int = 1  # buffer copies of the operands moved in the innermost tile loop
+    choice: ContractionChoice | None = None  # contractions: the PE-array embedding
 
 
 @dataclass
@@ -220,11 +229,40 @@ def operator_problem(
     )
 
 
+@dataclass
+class _Scheduler:
+    """Operator schedules (`overlap.schedule_operator`), cached across groups."""
+
+    overlap: Overlap | None
+    choices: dict[int, ContractionChoice | None] = field(default_factory=dict)
+    searched: dict[tuple[TilingProblem, object], OperatorSchedule | None] = field(
+        default_factory=dict
+    )
+
+    def schedule(
+        self, operator: Operator, problem: TilingProblem, spm_elements: int
+    ) -> OperatorSchedule | None:
+        if operator.index not in self.choices:
+            self.choices[operator.index] = (
+                contraction_choice(operator, self.overlap) if self.overlap else None
+            )
+        choice = self.choices[operator.index]
+        key = (problem, choice and (choice.contraction, choice.embedding))
+        if key not in self.searched:
+            self.searched[key] = schedule_operator(
+                operator, problem, spm_elements, choice, self.overlap
+            )
+        schedule = self.searched[key]
+        if schedule is None or schedule.choice is choice:
+            return schedule
+        return replace(schedule, choice=choice)  # the same shape's tiling, its own record
+
+
 def _plan_group(
     graph: OperatorGraph,
     members: list[int],
     spm_elements: int,
-    searched: dict[TilingProblem, Tiling | None],
+    scheduler: _Scheduler,
 ) -> tuple[GroupPlan | None, int]:
     """The cheapest way to run `members` as one group (None if nothing fits) and the
     fewest resident elements any candidate needed (to stop growing the group)."""
@@ -276,15 +314,20 @@ def _plan_group(
                 if loop is not None:
                     extents[loop] = tile
                 problem, dummy = operator_problem(operator, internal, tuple(extents), capacity)
-                if problem not in searched:
-                    searched[problem] = search_tiling(problem)
-                tiling = searched[problem]
-                if tiling is None:
+                schedule = scheduler.schedule(operator, problem, capacity)
+                if schedule is None:
                     feasible = False
                     break
+                tiling = schedule.tiling
                 traffic = tiling.traffic_elements - (1 if dummy else 0)
                 group.plans[index] = OperatorPlan(
-                    tuple(extents), loop, tiling, dummy, traffic * 4 * trips
+                    tuple(extents),
+                    loop,
+                    tiling,
+                    dummy,
+                    traffic * 4 * trips,
+                    schedule.stages,
+                    schedule.choice,
                 )
             if feasible and (best is None or group.bytes < best.bytes):
                 best = group
@@ -305,14 +348,16 @@ def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
     return any(key is not None and graph.storages[key].producer in members for key in keys)
 
 
-def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
-    """Partition the operators into groups with the least total DRAM traffic."""
+def plan_fusion(graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = None) -> FusionPlan:
+    """Partition the operators into groups with the least total DRAM traffic.
+
+    Without `overlap` every operator is single-buffered with its least-traffic tiling."""
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
     cost = [0] + [-1] * count
     choice: list[GroupPlan | None] = [None] * (count + 1)
-    searched: dict[TilingProblem, Tiling | None] = {}  # tilings are reused across groups
+    scheduler = _Scheduler(overlap)  # tilings are reused across groups
     for start in range(count):
         if start > 0 and cost[start] < 0:
             continue
@@ -322,7 +367,7 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
             members = list(range(start, end))
             if end - 1 > start and not _reads_from(graph, end - 1, set(members[:-1])):
                 continue  # the same cost as splitting before it: nothing to gain
-            group, least_resident = _plan_group(graph, members, spm_elements, searched)
+            group, least_resident = _plan_group(graph, members, spm_elements, scheduler)
             if group is not None:
                 total = cost[start] + group.bytes
                 if cost[end] < 0 or total < cost[end]:
