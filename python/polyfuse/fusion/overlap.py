@@ -98,7 +98,11 @@ def schedule_operator(
         return None if least is None else OperatorSchedule(least, 1, choice)
     problems = [problem]
     if choice is not None and choice.embedding is not None:
-        problems.append(replace(problem, multiple_of=tile_multiples(choice, problem.extents)))
+        blocked = tile_multiples(choice, problem.extents)
+        for multiples in [blocked, *_streamed(choice, problem.extents, blocked)]:
+            candidate = replace(problem, multiple_of=multiples)
+            if candidate not in problems:
+                problems.append(candidate)
     buffers = overlap.buffers
     fractions = [1.0] + ([1 / buffers, 2 / (buffers + 1), 3 / (buffers + 2)] if buffers > 1 else [])
     work = _work(operator, problem.extents, overlap.target)
@@ -126,6 +130,25 @@ def schedule_operator(
                     )
     assert best is not None  # the least-traffic tiling itself is always a candidate
     return best[2]
+
+
+def _streamed(
+    choice: ContractionChoice, extents: tuple[int, ...], blocked: tuple[int, ...]
+) -> list[tuple[int, ...]]:
+    """Tile multiples that also keep the innermost / every streamed dim whole.
+
+    The least-traffic tiling of a strided convolution streams one pixel per instruction
+    (a bigger tile's box reads the rows the stride skips), which leaves the PE array
+    filling and draining; these candidates let the estimate weigh longer streams."""
+    assert choice.embedding is not None
+    stream = [int(part.dim[1:]) for part in choice.embedding.stream]
+    variants = []
+    for whole in (stream[-1:], stream):
+        multiples = list(blocked)
+        for loop in whole:
+            multiples[loop] = extents[loop]
+        variants.append(tuple(multiples))
+    return variants
 
 
 def _estimate(
