@@ -71,6 +71,7 @@ def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
     assert baseline.report is not None
     no_overlap = baseline.report.stats.cycles
     best: dict[str, Any] = {}
+    by_schedule: dict[str, dict[str, float]] = {}
     for schedule in schedules():
         kwargs = {"schedule": schedule} if schedule != "layer-by-layer" else {}
         compiled = polyfuse.compile(model, inputs, target=target, overlap=True, **kwargs)
@@ -79,6 +80,12 @@ def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
         error = float((output - reference).abs().max() / reference.abs().max())
         cycles = compiled.report.stats.cycles
         fell_back = bool(getattr(compiled, "fusion_fallback", ""))
+        by_schedule[schedule] = {
+            "cycles": cycles,
+            "dram_bytes": compiled.report.dram_bytes,
+            "pe_cycles": compiled.report.stats.pe_cycles,
+            "dma_in_busy": compiled.report.stats.dma_load_cycles,
+        }
         if not best or cycles < best["cycles"]:
             emulator_s = best_time(lambda c=compiled: c(*inputs), repeat)
             best = {
@@ -103,6 +110,7 @@ def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
         "emulator_s": round(best["emulator_s"], 4),
         "eager_s": round(eager_s, 4),
         "max_rel_err": best["max_rel_err"],
+        "by_schedule": by_schedule,  # every schedule's cycles and bytes (with overlap)
     }
 
 

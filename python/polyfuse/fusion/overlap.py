@@ -12,8 +12,8 @@ also decides per operator make the group fast without changing what it is priced
   issues it (`choose_embedding`, CP-SAT by default), and tilings whose tiles issue the
   embedding's blocks whole are tried too (`tile_multiples`).
 
-Among the candidates the estimate of `estimate_cycles` (DMA and compute, overlapped when
-staged) picks one. With `traffic_first` (the default) only candidates that move as few
+Among the candidates an estimate (`tile_nest.estimate_cycles` with DMA time counted in
+whole DRAM bursts: DMA and compute, overlapped when staged) picks one. With `traffic_first` (the default) only candidates that move as few
 bytes as the least-traffic tiling are eligible, so the fused schedule's DRAM bytes are
 those of the traffic-only planner; without it a tiling may move more bytes when the
 estimate says it is faster (as layer by layer trades them).
@@ -32,8 +32,10 @@ from polyfuse.lowering.contraction_embedding import (
     tile_multiples,
     tiling_pe_cycles,
 )
-from polyfuse.lowering.tile_nest import WorkEstimate, estimate_cycles, staged_footprint
+from polyfuse.lowering.tile_nest import WorkEstimate, staged_footprint
 from polyfuse.targets import Target
+
+BURST_BYTES = 64  # a DRAM burst (the emulator's MachineParams.dma_burst_bytes)
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,41 @@ def _estimate(
     work: WorkEstimate,
     choice: ContractionChoice | None,
 ) -> float:
+    """`tile_nest.estimate_cycles` with DMA time from burst-rounded rows (below) and, for
+    contractions, the embedding's PE cycles."""
+    trips = tiling.trips(problem.extents)
+    tiles = math.prod(trips)
+    dma = _bus_bytes(problem, tiling) / work.dram_bytes_per_cycle
+    dma += tiles * len(problem.operands) * work.dma_latency_cycles
+    compute = work.compute_cycles
     if choice is not None and choice.embedding is not None:
-        pe_cycles = tiling_pe_cycles(choice, problem.extents, tiling.tile)
-        work = replace(work, compute_cycles=pe_cycles)
-    return estimate_cycles(problem, tiling, stages, work)
+        compute = tiling_pe_cycles(choice, problem.extents, tiling.tile)
+    compute += tiles * work.per_tile_cycles
+    if stages <= 1 or not tiling.order:
+        return dma + compute
+    inner = trips[tiling.order[-1]]
+    return max(dma, compute) + (dma + compute) / inner
+
+
+def _bus_bytes(problem: TilingProblem, tiling: Tiling) -> int:
+    """Bytes the DMA engines spend on the tiling: every contiguous run of a box costs
+    whole DRAM bursts, as the emulator counts them. A run is the box's innermost dims of
+    a row-major tensor, up to the first one the tile does not cover whole. The tile search minimises elements; a stride-2 or one-column tile moves
+    few elements in rows far shorter than a burst."""
+    trips = tiling.trips(problem.extents)
+    total = 0
+    for operand, depth in zip(problem.operands, tiling.load_depth, strict=True):
+        box = [
+            sum(abs(c) * (t - 1) for c, t in zip(row, tiling.tile, strict=True)) + 1
+            for row in operand.access.coeffs
+        ] or [1]
+        run = 1  # the innermost dims merge while the tile covers them whole
+        for row, extent in zip(reversed(operand.access.coeffs), reversed(box), strict=True):
+            run *= extent
+            if any(c and t < e for c, t, e in zip(row, tiling.tile, problem.extents, strict=True)):
+                break
+        rows = math.prod(box) // run
+        moves = (2 if operand.reads else 1) if operand.is_output else 1
+        repeats = math.prod(trips[loop] for loop in tiling.order[:depth])
+        total += repeats * moves * rows * -(-run * 4 // BURST_BYTES) * BURST_BYTES
+    return total

@@ -19,27 +19,29 @@ group is exactly the bytes its DMAs move:
 
 so the planner's prediction is the emulator's count (a test checks it on the zoo).
 
-With an `Overlap` (issue 5, `overlap.py`) each operator's tiling also reserves the
-buffer copies of double buffering and issues contractions by their PE-array embedding;
-the copies are part of the capacity the tiling must fit, and with `traffic_first` the
-bytes are those of the least-traffic tilings.
+The groups are chosen with every operator at its least-traffic tiling. With an
+`Overlap` (issue 5, `overlap.py`) each operator of the chosen groups is then tiled for
+speed in the same capacity: double-buffer copies counted against it, contractions
+issued by their PE-array embedding; with `traffic_first` its bytes stay the least, else
+it may move more when estimated faster. Either way `bytes` is what the final tiling
+moves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from polyfuse.analysis.affine import AffineAccess
-from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem
+from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_tiling
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
-from polyfuse.fusion.overlap import OperatorSchedule, Overlap, contraction_choice, schedule_operator
+from polyfuse.fusion.overlap import Overlap, contraction_choice, schedule_operator
 from polyfuse.lowering.contraction_embedding import ContractionChoice
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 
 MAX_GROUP_OPERATORS = 12
 CAPACITY_STEPS = 64  # inner capacities are rounded down to 1/64 of the scratchpad
-TILE_CANDIDATES = 3  # largest outer tiles tried per shared dimension
+TILE_CANDIDATES = 5  # largest outer tiles tried per shared dimension
 
 
 def aligned(elements: int) -> int:
@@ -57,6 +59,8 @@ class OperatorPlan:
     bytes: int
     stages: int = 1  # buffer copies of the operands moved in the innermost tile loop
     choice: ContractionChoice | None = None  # contractions: the PE-array embedding
+    problem: TilingProblem | None = None  # what `tiling` solves
+    capacity: int = 0  # scratchpad elements the operator's buffers may take
 
 
 @dataclass
@@ -229,40 +233,11 @@ def operator_problem(
     )
 
 
-@dataclass
-class _Scheduler:
-    """Operator schedules (`overlap.schedule_operator`), cached across groups."""
-
-    overlap: Overlap | None
-    choices: dict[int, ContractionChoice | None] = field(default_factory=dict)
-    searched: dict[tuple[TilingProblem, object], OperatorSchedule | None] = field(
-        default_factory=dict
-    )
-
-    def schedule(
-        self, operator: Operator, problem: TilingProblem, spm_elements: int
-    ) -> OperatorSchedule | None:
-        if operator.index not in self.choices:
-            self.choices[operator.index] = (
-                contraction_choice(operator, self.overlap) if self.overlap else None
-            )
-        choice = self.choices[operator.index]
-        key = (problem, choice and (choice.contraction, choice.embedding))
-        if key not in self.searched:
-            self.searched[key] = schedule_operator(
-                operator, problem, spm_elements, choice, self.overlap
-            )
-        schedule = self.searched[key]
-        if schedule is None or schedule.choice is choice:
-            return schedule
-        return replace(schedule, choice=choice)  # the same shape's tiling, its own record
-
-
 def _plan_group(
     graph: OperatorGraph,
     members: list[int],
     spm_elements: int,
-    scheduler: _Scheduler,
+    searched: dict[TilingProblem, Tiling | None],
 ) -> tuple[GroupPlan | None, int]:
     """The cheapest way to run `members` as one group (None if nothing fits) and the
     fewest resident elements any candidate needed (to stop growing the group)."""
@@ -314,11 +289,12 @@ def _plan_group(
                 if loop is not None:
                     extents[loop] = tile
                 problem, dummy = operator_problem(operator, internal, tuple(extents), capacity)
-                schedule = scheduler.schedule(operator, problem, capacity)
-                if schedule is None:
+                if problem not in searched:
+                    searched[problem] = search_tiling(problem)
+                tiling = searched[problem]
+                if tiling is None:
                     feasible = False
                     break
-                tiling = schedule.tiling
                 traffic = tiling.traffic_elements - (1 if dummy else 0)
                 group.plans[index] = OperatorPlan(
                     tuple(extents),
@@ -326,8 +302,8 @@ def _plan_group(
                     tiling,
                     dummy,
                     traffic * 4 * trips,
-                    schedule.stages,
-                    schedule.choice,
+                    problem=problem,
+                    capacity=capacity,
                 )
             if feasible and (best is None or group.bytes < best.bytes):
                 best = group
@@ -357,7 +333,7 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = 
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
     cost = [0] + [-1] * count
     choice: list[GroupPlan | None] = [None] * (count + 1)
-    scheduler = _Scheduler(overlap)  # tilings are reused across groups
+    searched: dict[TilingProblem, Tiling | None] = {}  # tilings are reused across groups
     for start in range(count):
         if start > 0 and cost[start] < 0:
             continue
@@ -367,7 +343,7 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = 
             members = list(range(start, end))
             if end - 1 > start and not _reads_from(graph, end - 1, set(members[:-1])):
                 continue  # the same cost as splitting before it: nothing to gain
-            group, least_resident = _plan_group(graph, members, spm_elements, scheduler)
+            group, least_resident = _plan_group(graph, members, spm_elements, searched)
             if group is not None:
                 total = cost[start] + group.bytes
                 if cost[end] < 0 or total < cost[end]:
@@ -389,4 +365,23 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = 
         groups.append(group)
         end = group.operators[0]
     groups.reverse()
+    if overlap is not None:
+        _schedule_for_speed(graph, groups, overlap)
     return FusionPlan(groups, spm_bytes)
+
+
+def _schedule_for_speed(graph: OperatorGraph, groups: list[GroupPlan], overlap: Overlap) -> None:
+    """Re-tile every operator of the chosen groups with `overlap.schedule_operator` (in
+    the capacity the group left it) and price it by what the new tiling moves."""
+    for group in groups:
+        for index, plan in group.plans.items():
+            operator = graph.operators[index]
+            choice = contraction_choice(operator, overlap)
+            assert plan.problem is not None
+            schedule = schedule_operator(operator, plan.problem, plan.capacity, choice, overlap)
+            assert schedule is not None  # the least-traffic tiling is a candidate
+            traffic = schedule.tiling.traffic_elements - (1 if plan.dummy else 0)
+            plan.tiling = schedule.tiling
+            plan.stages = schedule.stages
+            plan.choice = choice
+            plan.bytes = traffic * 4 * group.trips
