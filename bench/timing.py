@@ -56,8 +56,13 @@ def best_time(function, repeat: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def schedules() -> list[str]:
-    """The schedules `polyfuse.compile` offers (fusion lands with issue 4)."""
-    parameter = inspect.signature(polyfuse.compile).parameters.get("schedule")
+    """The schedules `polyfuse.compile` offers (fusion lands with issue 4).
+
+    `polyfuse.compile` is a lazy wrapper (`*args, **kwargs`): the signature that names
+    the options is `polyfuse.compiler.compile`'s."""
+    from polyfuse.compiler import compile as compile_model
+
+    parameter = inspect.signature(compile_model).parameters.get("schedule")
     return ["layer-by-layer", "fused"] if parameter is not None else ["layer-by-layer"]
 
 
