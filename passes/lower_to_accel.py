@@ -85,7 +85,7 @@ class LowerToAccel(ModulePass):
         if self.schedule == "fused":
             from polyfuse.fusion import lower_module_fused
 
-            lower_module_fused(module, load_target(self.target))
+            lower_module_fused(module, load_target(self.target), self.buffers, self.embedding)
             return
         if self.schedule != "layer-by-layer":
             raise ValueError(f"schedule must be 'layer-by-layer' or 'fused', got '{self.schedule}'")

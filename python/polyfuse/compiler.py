@@ -149,6 +149,7 @@ def compile(
     overlap: bool = True,
     sanitize: bool = False,
     embedding: str = "csp",
+    traffic_first: bool = False,
 ) -> CompiledModel:
     """Compile `model` for `example_inputs`' shapes to run on the emulated `target`.
 
@@ -160,9 +161,11 @@ def compile(
     emulator's shadow-memory checks on every call. `embedding` says how contractions go
     onto the PE array: "csp" (CP-SAT per operator shape, issue 6; its solve time is part
     of the "lower" stage), "fixed" (the VTA reference) or "heuristic" (one PE block per
-    instruction); see docs/embedding.md. It applies to the layer-by-layer lowering (and
-    the fused schedule's fallback). It is not passed to the fused lowering: that issues
-    fused contractions with `plan_issue`, and the operators it leaves unfused with "csp".
+    instruction); see docs/embedding.md. Both schedules use `overlap` and `embedding`
+    the same way (the fused one in every fusion group, see fusion/overlap.py). In the
+    fused schedule an operator's tiling may move more DRAM bytes than its least-traffic
+    tiling when the planner's cycle estimate says it is faster; `traffic_first` forbids
+    that (the fused plan then moves exactly the bytes of the traffic-only planner).
     """
     if schedule not in ("layer-by-layer", "fused"):
         raise PolyfuseError(f"schedule must be 'layer-by-layer' or 'fused', got '{schedule}'")
@@ -193,7 +196,10 @@ def compile(
         fallback = ""
         lowered = module.operation
         if schedule == "fused":
-            fused_records, fusion_plans, fallback, lowered = _lower_fused(module, target)
+            buffers = OVERLAP_BUFFERS if overlap else 1
+            fused_records, fusion_plans, fallback, lowered = _lower_fused(
+                module, target, buffers, embedding, traffic_first
+            )
         if schedule == "fused" and not fallback:
             operators = fused_records
         else:
@@ -233,14 +239,16 @@ def compile(
     )
 
 
-def _lower_fused(module: ir.Module, target: Target) -> tuple[Any, list[Any], str, ir.Operation]:
+def _lower_fused(
+    module: ir.Module, target: Target, buffers: int, embedding: str, traffic_first: bool
+) -> tuple[Any, list[Any], str, ir.Operation]:
     """Fused lowering of a clone of `module`: (records, plans, "", lowered clone), or
     (None, [], reason, the untouched module) when fusion is not possible."""
     from polyfuse.fusion import lower_module_fused
 
     clone = module.operation.clone()
     try:
-        records, plans = lower_module_fused(clone, target)
+        records, plans = lower_module_fused(clone, target, buffers, embedding, traffic_first)
     except PolyfuseError as error:
         clone.erase()
         return None, [], f"fusion fell back to layer by layer: {error}", module.operation

@@ -16,7 +16,7 @@ from torch_mlir import ir
 
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.operators import GenericOperator, defining_op, generic_operator, static_shape
-from polyfuse.lowering.pe_array import classify_contraction
+from polyfuse.lowering.pe_array import Contraction, classify_contraction
 from polyfuse.lowering.vector_body import plan_body
 
 VIEWS = ("tensor.collapse_shape", "tensor.expand_shape", "tensor.extract_slice")
@@ -66,6 +66,7 @@ class Operator:
     outputs: list[OperandUse]
     temporaries: int
     contraction: bool
+    roles: Contraction | None = None  # a contraction's loop roles (pe_array.classify_contraction)
 
 
 @dataclass
@@ -239,11 +240,12 @@ def build_graph(func_op: ir.Operation) -> OperatorGraph:
                     init_storage.viewed |= init_viewed
                     use.init = init_key
             outputs.append(use)
-        contraction = (
-            len(inputs) == 2
-            and len(outputs) == 1
-            and classify_contraction(generic, weights) is not None
+        roles = (
+            classify_contraction(generic, weights)
+            if len(inputs) == 2 and len(outputs) == 1
+            else None
         )
+        contraction = roles is not None
         operators.append(
             Operator(
                 index=index,
@@ -253,6 +255,7 @@ def build_graph(func_op: ir.Operation) -> OperatorGraph:
                 outputs=outputs,
                 temporaries=0 if contraction else plan.temporaries,
                 contraction=contraction,
+                roles=roles,
             )
         )
     return OperatorGraph(operators, storages, fills, after_copy)

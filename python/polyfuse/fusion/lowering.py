@@ -16,7 +16,7 @@ return) is lowered exactly as the layer-by-layer lowering does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +34,21 @@ from polyfuse.fusion.graph import (
     build_graph,
     pad_of_result,
 )
+from polyfuse.fusion.overlap import Overlap
 from polyfuse.fusion.planner import FusionPlan, GroupPlan, OperatorPlan, aligned, plan_fusion
 from polyfuse.lowering import layer_by_layer as lbl
+from polyfuse.lowering.contraction_embedding import plan_embedded_issue
 from polyfuse.lowering.dram import DramTensor
 from polyfuse.lowering.pe_array import classify_contraction, emit_contraction, plan_issue
 from polyfuse.lowering.tile_compute import TileView, emit_vector
-from polyfuse.lowering.tile_nest import ScratchpadArena, TileOperand, merge_contiguous
+from polyfuse.lowering.tile_nest import (
+    ScratchpadArena,
+    TileIndex,
+    TileNest,
+    TileOperand,
+    allocate_tiles,
+    deallocate_tiles,
+)
 from polyfuse.lowering.vector_body import BodyEmitter, plan_body
 from polyfuse.targets import Target
 
@@ -52,18 +61,22 @@ class _Operand:
     location: DramTensor  # DRAM, or a scratchpad storage (slice) viewed in place
     on_chip: bool
     is_output: bool
-    tile: TileOperand | None = None  # DRAM operands: the tile buffer
-    depth: int = 0
+    tile: TileOperand | None = None  # its tile in the operator's TileNest
     init: float | DramTensor | None = None  # outputs: fill value or where to copy from
-    store: bool = False
 
 
 def lower_function_fused(
-    func_op: ir.Operation, module_op: ir.Operation, target: Target
+    func_op: ir.Operation,
+    module_op: ir.Operation,
+    target: Target,
+    overlap: Overlap | None = None,
 ) -> tuple[list[lbl.OperatorRecord], FusionPlan]:
-    """Replace `func_op` by its fused accel version; returns records and the plan."""
+    """Replace `func_op` by its fused accel version; returns records and the plan.
+
+    `overlap` (see `overlap.py`): buffer copies and the contraction embedding; without
+    it every tile is single-buffered and contractions use `plan_issue`."""
     graph = build_graph(func_op)
-    plan = plan_fusion(graph, target.scratchpad_bytes)
+    plan = plan_fusion(graph, target.scratchpad_bytes, overlap)
     name = ir.StringAttr(func_op.attributes["sym_name"]).value
     function_type = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
     for t in [*function_type.inputs, *function_type.results]:
@@ -112,6 +125,7 @@ class _FusedLowering:
         self.pads: dict[ir.Operation, DramTensor] = {}
         self.outer_iv: ir.Value | None = None
         self.open_group: GroupPlan | None = None
+        self.top_down = False  # where the next operator's tiles go (ScratchpadArena)
         self.point = ir.InsertionPoint(state.entry)  # where the next op goes
         assert state.entry is not None
 
@@ -257,7 +271,6 @@ class _FusedLowering:
             )
             state.locations[operand.result] = location
             entry = _Operand(operand.access, location, accel.is_scratchpad(location.buffer), True)
-            entry.store = not entry.on_chip
             if operand.block_arg in used:
                 init = operand.value
                 if init in state.fills:
@@ -275,38 +288,60 @@ class _FusedLowering:
         ]
         if plan.dummy:
             assert not dram_operands
-        arena = ScratchpadArena(state.target.scratchpad_bytes // 4, group.resident_elements)
+        outer: tuple[tuple[ir.Value, int, int], ...] = ()
+        if self.outer_iv is not None and plan.shared_loop is not None:
+            outer = ((self.outer_iv, plan.shared_loop, group.outer_tile),)
+        nest = TileNest(plan.extents, tile, tiling.order, op.location, outer)
+        trips = tiling.trips(plan.extents)
         for position, item in enumerate(dram_operands):
-            item.tile = TileOperand(item.access, tile)
-            item.tile.buffer = arena.allocate(item.tile.elements)
-            item.depth = tiling.load_depth[position]
+            item.tile = _tile_operand(item, tile, tiling.load_depth[position])
         for item in [*inputs.values(), *outs]:
             if item.on_chip:
-                item.depth = _depth(item.access, tiling.order, tiling.trips(plan.extents))
+                item.tile = TileOperand(
+                    item.access,
+                    tile,
+                    in_place=True,
+                    depth=_depth(item.access, tiling.order, trips),
+                )
+            if item.is_output and item.init is not None:
+                _plan_initialisation(item, tile, tiling.order)
+        arena = ScratchpadArena(
+            state.target.scratchpad_bytes // 4, group.resident_elements, top_down=self.top_down
+        )
+        self.top_down = not self.top_down
+        tile_operands = [item.tile for item in [*inputs.values(), *outs] if item.tile is not None]
+        allocate_tiles(arena, nest, tile_operands, plan.stages)
         temporaries = [arena.allocate(int(np.prod(tile))) for _ in range(operator.temporaries)]
         if arena.peak_elements > state.target.scratchpad_bytes // 4:
             raise UnsupportedError(f"{where}: fused tiles exceed the scratchpad")
 
-        outer: list[tuple[ir.Value, int]] = []
-        if self.outer_iv is not None and plan.shared_loop is not None:
-            outer = [(self.outer_iv, plan.shared_loop)]
-        outer_tile = group.outer_tile
-
-        def view(operand: _Operand, ivs: Sequence[ir.Value]) -> TileView:
-            if operand.tile is not None:
+        def view(operand: _Operand, tiles: Sequence[TileIndex]) -> TileView:
+            assert operand.tile is not None
+            if not operand.on_chip:
                 assert operand.tile.buffer is not None
                 return TileView(operand.tile.buffer, operand.tile.loop_strides())
-            return _in_place_view(operand.location, operand.access, tile, tiling.order, ivs)
+            return _in_place_view(operand.location, operand.access, tile, tiling.order, tiles)
 
+        choice = plan.choice
         contraction = None
         if len(inputs) == 2 and not scalars and len(outs) == 1:
             contraction = classify_contraction(generic, weights)
+        if choice is not None:
+            contraction = choice.contraction  # the embedding may swap streamed and stationary
+        issue = None
+        if contraction is not None:
+            rows, cols = state.target.pe_rows, state.target.pe_cols
+            issue = (
+                plan_embedded_issue(choice, tile, rows, cols)
+                if choice is not None
+                else plan_issue(contraction, tile, rows, cols)
+            )
 
-        def compute(ivs: Sequence[ir.Value]) -> None:
+        def compute(tiles: Sequence[TileIndex]) -> None:
             if contraction is not None:
-                issue = plan_issue(contraction, tile, state.target.pe_rows, state.target.pe_cols)
+                assert issue is not None
                 c, a, b = outs[0], inputs[contraction.a], inputs[contraction.b]
-                c_view, a_view, b_view = view(c, ivs), view(a, ivs), view(b, ivs)
+                c_view, a_view, b_view = view(c, tiles), view(a, tiles), view(b, tiles)
                 assert c_view.buffer and a_view.buffer and b_view.buffer
                 emit_contraction(
                     issue,
@@ -319,7 +354,7 @@ class _FusedLowering:
                 return
             values: dict[ir.Value, TileView] = {}
             for index, entry in inputs.items():
-                values[generic.inputs[index].block_arg] = view(entry, ivs)
+                values[generic.inputs[index].block_arg] = view(entry, tiles)
             for arg, scalar in scalars.items():
                 values[arg] = TileView(None, scalar=scalar)
             results = {r for body_op in body.ops for r in body_op.results}
@@ -332,7 +367,7 @@ class _FusedLowering:
                     values[value] = TileView(None, scalar=state.scalars[value])
             yields: dict[ir.Value, list[TileView]] = {}
             for generic_output, out, value in zip(outputs, outs, live_yields, strict=True):
-                target_view = view(out, ivs)
+                target_view = view(out, tiles)
                 values[generic_output.block_arg] = target_view
                 yields.setdefault(value, []).append(target_view)
             pool = list(temporaries)
@@ -344,11 +379,8 @@ class _FusedLowering:
 
             BodyEmitter(tile, allocate, lbl._dense_strides(tile)).emit(body, values, yields)
 
-        every = [*inputs.values(), *outs]
-        _emit_nest(plan.extents, tile, tiling.order, every, compute, outer, outer_tile, view)
-        for item in dram_operands:
-            assert item.tile is not None and item.tile.buffer is not None
-            accel.dealloc(item.tile.buffer)
+        nest.emit(tile_operands, compute, plan.stages)
+        deallocate_tiles(tile_operands)
         for temporary in temporaries:
             accel.dealloc(temporary)
         kind = "pe-array" if contraction is not None else "vector"
@@ -361,8 +393,60 @@ class _FusedLowering:
                 extents=plan.extents,
                 planned_dram_bytes=plan.bytes,
                 scratchpad_bytes=arena.peak_elements * 4,
+                embedding=choice.describe() if choice is not None else "",
+                predicted_pe_cycles=choice.predicted_cycles if choice is not None else 0,
+                solve_s=choice.solve_s if choice is not None else 0.0,
             )
         )
+
+
+def _tile_operand(operand: _Operand, tile: tuple[int, ...], depth: int) -> TileOperand:
+    """The tile buffer(s) of a DRAM operand: loaded (inputs) or stored (outputs)."""
+    location = operand.location
+    if not operand.is_output:
+        return TileOperand(operand.access, tile, dram=location, load=True, depth=depth)
+    tile_operand = TileOperand(operand.access, tile, dram=location, store=True, depth=depth)
+    init = operand.init
+    if isinstance(init, float):
+        tile_operand.fill = init
+    elif isinstance(init, DramTensor) and not accel.is_scratchpad(init.buffer):
+        tile_operand.load = True
+        tile_operand.init_dram = init
+    return tile_operand
+
+
+def _plan_initialisation(operand: _Operand, tile: tuple[int, ...], order: tuple[int, ...]) -> None:
+    """How an output tile gets its initial value when neither a fill of its own buffer
+    nor a DMA gives it: a fill of a tile viewed in place, or a copy from a storage on
+    chip (a convolution's bias broadcast) into the tile."""
+    init = operand.init
+    tile_operand = operand.tile
+    assert tile_operand is not None and init is not None
+    if not operand.on_chip and (isinstance(init, float) or not accel.is_scratchpad(init.buffer)):
+        return  # a fill of the tile buffer or a DMA (`_tile_operand`)
+    if isinstance(init, DramTensor) and not accel.is_scratchpad(init.buffer):
+        raise UnsupportedError("an on-chip output initialised from DRAM (the planner forbids it)")
+    used = operand.access.loops_used()
+    shape = tuple(t if loop in used else 1 for loop, t in enumerate(tile))
+
+    def target_view(tiles: Sequence[TileIndex]) -> TileView:
+        if operand.on_chip:
+            return _in_place_view(operand.location, operand.access, tile, order, tiles)
+        assert tile_operand.buffer is not None
+        return TileView(tile_operand.buffer, tile_operand.loop_strides())
+
+    def initialise(tiles: Sequence[TileIndex]) -> None:
+        target = target_view(tiles)
+        assert init is not None
+        if isinstance(init, float):
+            emit_vector("copy", target, [TileView(None, scalar=init)], shape)
+            return
+        source = _in_place_view(init, operand.access, tile, order, tiles)
+        if source.buffer == target.buffer and source.offset == target.offset:
+            return  # in place
+        emit_vector("copy", target, [source], shape)
+
+    tile_operand.initialise = initialise
 
 
 def _depth(access: AffineAccess, order: tuple[int, ...], trips: tuple[int, ...]) -> int:
@@ -379,7 +463,7 @@ def _in_place_view(
     access: AffineAccess,
     tile: tuple[int, ...],
     order: tuple[int, ...],
-    ivs: Sequence[ir.Value],
+    tiles: Sequence[TileIndex],
 ) -> TileView:
     """A tile's view of a storage held in the scratchpad: it starts where the tile does."""
     coeffs, consts = access.coeffs, access.consts
@@ -388,124 +472,10 @@ def _in_place_view(
         for loop in range(len(tile))
     )
     offset = location.offset + sum(s * c for s, c in zip(location.strides, consts, strict=True))
-    outer = tuple((iv, strides[loop] * tile[loop]) for iv, loop in zip(ivs, order, strict=False))
-    return TileView(location.buffer, strides, offset=offset, outer=outer)
-
-
-def _emit_nest(
-    extents: tuple[int, ...],
-    tile: tuple[int, ...],
-    order: tuple[int, ...],
-    operands: list[_Operand],
-    compute: Callable[[Sequence[ir.Value]], None],
-    outer: list[tuple[ir.Value, int]],
-    outer_tile: int,
-    view: Callable[[_Operand, Sequence[ir.Value]], TileView],
-) -> None:
-    ivs: list[ir.Value] = []
-
-    def level(depth: int) -> None:
-        for operand in operands:
-            if operand.depth != depth:
-                continue
-            if operand.is_output and operand.init is not None:
-                _initialise(operand, ivs, tile, order, outer, outer_tile, view)
-            elif not operand.is_output and not operand.on_chip:
-                _dma(operand, ivs, tile, order, outer, outer_tile, to_scratchpad=True)
-        if depth == len(order):
-            compute(list(ivs))
-        else:
-            loop = affine.AffineForOp(0, extents[order[depth]] // tile[order[depth]])
-            with ir.InsertionPoint(loop.body):
-                ivs.append(loop.induction_variable)
-                level(depth + 1)
-                ivs.pop()
-                affine.AffineYieldOp([])
-        for operand in operands:
-            if operand.depth == depth and operand.store:
-                _dma(operand, ivs, tile, order, outer, outer_tile, to_scratchpad=False)
-
-    level(0)
-
-
-def _initialise(
-    operand: _Operand,
-    ivs: list[ir.Value],
-    tile: tuple[int, ...],
-    order: tuple[int, ...],
-    outer: list[tuple[ir.Value, int]],
-    outer_tile: int,
-    view: Callable[[_Operand, Sequence[ir.Value]], TileView],
-) -> None:
-    """Give an output tile its initial value: a fill, a DMA from DRAM or an on-chip copy."""
-    init = operand.init
-    used = operand.access.loops_used()
-    shape = tuple(t if loop in used else 1 for loop, t in enumerate(tile))
-    target = view(operand, ivs)
-    if isinstance(init, float):
-        emit_vector("copy", target, [TileView(None, scalar=init)], shape)
-        return
-    assert isinstance(init, DramTensor)
-    if accel.is_scratchpad(init.buffer):
-        source = _in_place_view(init, operand.access, tile, order, ivs)
-        if source.buffer == target.buffer and source.offset == target.offset:
-            return  # in place
-        emit_vector("copy", target, [source], shape)
-        return
-    if operand.on_chip:
-        raise UnsupportedError("an on-chip output initialised from DRAM (the planner forbids it)")
-    saved = operand.location
-    operand.location = init
-    _dma(operand, ivs, tile, order, outer, outer_tile, to_scratchpad=True)
-    operand.location = saved
-
-
-def _dma(
-    operand: _Operand,
-    ivs: list[ir.Value],
-    tile: tuple[int, ...],
-    order: tuple[int, ...],
-    outer: list[tuple[ir.Value, int]],
-    outer_tile: int,
-    to_scratchpad: bool,
-) -> None:
-    tile_operand = operand.tile
-    assert tile_operand is not None and tile_operand.buffer is not None
-    dram = operand.location
-    access = tile_operand.access
-    c0 = dram.offset + sum(s * k for s, k in zip(dram.strides, access.consts, strict=True))
-    all_ivs = [iv for iv, _ in outer] + list(ivs)
-    coeffs = [
-        sum(dram.strides[r] * row[loop] * outer_tile for r, row in enumerate(access.coeffs))
-        for _, loop in outer
-    ]
-    for loop in order[: len(ivs)]:
-        coeffs.append(
-            sum(dram.strides[r] * row[loop] * tile[loop] for r, row in enumerate(access.coeffs))
-        )
-    keep = [r for r, extent in enumerate(tile_operand.box) if extent > 1] or [0]
-    shape = [tile_operand.box[r] for r in keep]
-    spm_strides = [tile_operand.box_strides[r] for r in keep]
-    dram_strides = [dram.strides[r] for r in keep]
-    shape, spm_strides, dram_strides = merge_contiguous(shape, spm_strides, dram_strides)
-    spm_access = (0, tuple(0 for _ in all_ivs))
-    dram_access = (c0, tuple(coeffs))
-    if to_scratchpad:
-        token = accel.dma_start(
-            tile_operand.buffer,
-            dram.buffer,
-            all_ivs,
-            shape,
-            [spm_access, dram_access],
-            [spm_strides, dram_strides],
-        )
-    else:
-        token = accel.dma_start(
-            dram.buffer,
-            tile_operand.buffer,
-            all_ivs,
-            shape,
-            [dram_access, spm_access],
-            [dram_strides, spm_strides],
-        )
-    accel.dma_wait(token)
+    outer: list[tuple[ir.Value, int]] = []
+    for index, loop in zip(tiles, order, strict=False):
+        step = strides[loop] * tile[loop]
+        offset += step * index.offset
+        if index.iv is not None:
+            outer.append((index.iv, step * index.scale))
+    return TileView(location.buffer, strides, offset=offset, outer=tuple(outer))

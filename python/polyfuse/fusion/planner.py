@@ -18,6 +18,13 @@ group is exactly the bytes its DMAs move:
     sum over operators of  tiling traffic of the DRAM operands x outer trips
 
 so the planner's prediction is the emulator's count (a test checks it on the zoo).
+
+The groups are chosen with every operator at its least-traffic tiling. With an
+`Overlap` (issue 5, `overlap.py`) each operator of the chosen groups is then tiled for
+speed in the same capacity: double-buffer copies counted against it, contractions
+issued by their PE-array embedding; with `traffic_first` its bytes stay the least, else
+it may move more when estimated faster. Either way `bytes` is what the final tiling
+moves.
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_tiling
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
+from polyfuse.fusion.overlap import Overlap, contraction_choice, schedule_operator
+from polyfuse.lowering.contraction_embedding import ContractionChoice
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 
 MAX_GROUP_OPERATORS = 12
 CAPACITY_STEPS = 64  # inner capacities are rounded down to 1/64 of the scratchpad
-TILE_CANDIDATES = 3  # largest outer tiles tried per shared dimension
+TILE_CANDIDATES = 5  # largest outer tiles tried per shared dimension
 
 
 def aligned(elements: int) -> int:
@@ -48,6 +57,10 @@ class OperatorPlan:
     tiling: Tiling
     dummy: bool  # the tiling problem had no DRAM operand (see `operator_problem`)
     bytes: int
+    stages: int = 1  # buffer copies of the operands moved in the innermost tile loop
+    choice: ContractionChoice | None = None  # contractions: the PE-array embedding
+    problem: TilingProblem | None = None  # what `tiling` solves
+    capacity: int = 0  # scratchpad elements the operator's buffers may take
 
 
 @dataclass
@@ -290,7 +303,13 @@ def _plan_group(
                     break
                 traffic = tiling.traffic_elements - (1 if dummy else 0)
                 group.plans[index] = OperatorPlan(
-                    tuple(extents), loop, tiling, dummy, traffic * 4 * trips
+                    tuple(extents),
+                    loop,
+                    tiling,
+                    dummy,
+                    traffic * 4 * trips,
+                    problem=problem,
+                    capacity=capacity,
                 )
             if feasible and (best is None or group.bytes < best.bytes):
                 best = group
@@ -311,8 +330,10 @@ def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
     return any(key is not None and graph.storages[key].producer in members for key in keys)
 
 
-def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
-    """Partition the operators into groups with the least total DRAM traffic."""
+def plan_fusion(graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = None) -> FusionPlan:
+    """Partition the operators into groups with the least total DRAM traffic.
+
+    Without `overlap` every operator is single-buffered with its least-traffic tiling."""
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
@@ -350,4 +371,23 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
         groups.append(group)
         end = group.operators[0]
     groups.reverse()
+    if overlap is not None:
+        _schedule_for_speed(graph, groups, overlap)
     return FusionPlan(groups, spm_bytes)
+
+
+def _schedule_for_speed(graph: OperatorGraph, groups: list[GroupPlan], overlap: Overlap) -> None:
+    """Re-tile every operator of the chosen groups with `overlap.schedule_operator` (in
+    the capacity the group left it) and price it by what the new tiling moves."""
+    for group in groups:
+        for index, plan in group.plans.items():
+            operator = graph.operators[index]
+            choice = contraction_choice(operator, overlap)
+            assert plan.problem is not None
+            schedule = schedule_operator(operator, plan.problem, plan.capacity, choice, overlap)
+            assert schedule is not None  # the least-traffic tiling is a candidate
+            traffic = schedule.tiling.traffic_elements - (1 if plan.dummy else 0)
+            plan.tiling = schedule.tiling
+            plan.stages = schedule.stages
+            plan.choice = choice
+            plan.bytes = traffic * 4 * group.trips

@@ -66,6 +66,8 @@ def emit_copy(
         depth=tiling.load_depth[0],
     )
     operand.buffer = arena.allocate(operand.elements)
-    TileNest(shape, tiling.tile, tiling.order, ir.Location.current).emit([operand], lambda: None)
+    TileNest(shape, tiling.tile, tiling.order, ir.Location.current).emit(
+        [operand], lambda _tiles: None
+    )
     accel.dealloc(operand.buffer)
     return tiling.tile, tiling.traffic_elements * 4

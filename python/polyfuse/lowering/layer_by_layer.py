@@ -15,7 +15,7 @@ filled when the buffer is created (once, like the weights).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -46,6 +46,7 @@ from polyfuse.lowering.tile_compute import TileView
 from polyfuse.lowering.tile_nest import (
     ALIGN_ELEMENTS,
     ScratchpadArena,
+    TileIndex,
     TileNest,
     TileOperand,
     WorkEstimate,
@@ -499,7 +500,7 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
         a_tile, b_tile = input_tiles[contraction.a], input_tiles[contraction.b]
         c_tile = output_tiles[0]
 
-        def compute() -> None:
+        def compute(_tiles: Sequence[TileIndex]) -> None:
             emit_contraction(
                 issue_plan,
                 tiling.tile,
@@ -524,7 +525,7 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
                 values[operand] = TileView(None, scalar=state.scalars[operand])
         temp_strides = _dense_strides(tiling.tile)
 
-        def compute() -> None:
+        def compute(_tiles: Sequence[TileIndex]) -> None:
             # Built per call: a pipelined tile's buffer is a different copy in each stage.
             tile_values = dict(values)
             for index, tile_operand in input_tiles.items():

@@ -23,6 +23,13 @@ U scratchpad copies, and the loop runs in groups of U tiles,
 so on decoupled engines the load of tile i+1 and the store of tile i-1 run while tile i
 computes (the emulator's scoreboard lets group j+1's loads start as soon as group j's
 compute has released the copy). All waits stay in the block of their DMA.
+
+The compute callback gets the tile indices of the tile it computes (one `TileIndex` per
+tile loop), so a fused group (issue 4) can address operands it keeps on chip in place:
+such an operand is `in_place` (no buffer, never moved), and an operand whose initial
+value is neither a fill nor a DMA (an on-chip copy) has an `initialise` callback. A nest
+inside a fused group's outer tile loop names that loop in `outer`: its DMAs start at the
+outer tile.
 """
 
 from __future__ import annotations
@@ -44,16 +51,27 @@ ALIGN_ELEMENTS = 16  # 64-byte alignment of scratchpad buffers
 
 @dataclass
 class ScratchpadArena:
-    """Bump allocation of one operator's scratchpad buffers (freed after the operator)."""
+    """Bump allocation of one operator's scratchpad buffers (freed after the operator).
+
+    Buffers go up from `used_elements`, or with `top_down` down from the top of the
+    scratchpad (the same space, mirrored: consecutive operators of a fused group
+    alternate, so the next one's loads need not wait for this one's last compute)."""
 
     capacity_elements: int
     used_elements: int = 0
     peak_elements: int = 0
+    top_down: bool = False
+    base_elements: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_elements = self.used_elements
 
     def allocate(self, elements: int) -> ir.Value:
         offset = self.used_elements
         self.used_elements += -(-elements // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
         self.peak_elements = max(self.peak_elements, self.used_elements)
+        if self.top_down:
+            offset = self.capacity_elements - (self.used_elements - self.base_elements)
         return accel.alloc(elements, offset * 4)
 
 
@@ -69,6 +87,10 @@ class TileOperand:
     load: bool = False
     store: bool = False
     fill: float | None = None  # initialise the tile with a scalar instead of loading
+    # Initialise the tile at the given tile indices some other way (fused groups: a copy
+    # from a storage kept on chip, or a fill of an operand viewed in place).
+    initialise: Callable[[Sequence[TileIndex]], None] | None = None
+    in_place: bool = False  # fused groups: viewed in place in a resident storage, no buffer
     depth: int = 0
     copies: list[ir.Value] = field(default_factory=list)  # pipelined: one buffer per stage
     box: tuple[int, ...] = field(init=False)
@@ -100,7 +122,7 @@ class TileOperand:
 
 
 @dataclass(frozen=True)
-class _Term:
+class TileIndex:
     """A tile index along one tile loop: scale * iv + offset (iv None: the constant offset)."""
 
     iv: ir.Value | None
@@ -116,22 +138,27 @@ class TileNest:
     tile: tuple[int, ...]
     order: tuple[int, ...]
     location: ir.Location
+    # Enclosing loops that move the nest's origin (a fused group's outer tile loop):
+    # (iv, loop, elements of that loop per iteration of iv).
+    outer: tuple[tuple[ir.Value, int, int], ...] = ()
 
     def trips(self, loop: int) -> int:
         return self.extents[loop] // self.tile[loop]
 
     def pipelined(self, operand: TileOperand) -> bool:
         """Whether `operand` moves inside the innermost tile loop (so buffering helps it)."""
-        return bool(self.order) and operand.depth == len(self.order)
+        return bool(self.order) and operand.depth == len(self.order) and not operand.in_place
 
     def emit(
         self,
         operands: Sequence[TileOperand],
-        compute: Callable[[], None],
+        compute: Callable[[Sequence[TileIndex]], None],
         buffers: int = 1,
     ) -> None:
-        """The tile loops; with `buffers` > 1 the pipelined operands need that many `copies`."""
-        terms: list[_Term] = []
+        """The tile loops; with `buffers` > 1 the pipelined operands need that many `copies`.
+
+        `compute(tiles)` emits one tile's compute; `tiles` has one index per tile loop."""
+        terms: list[TileIndex] = []
         stages = buffers if self.order and self.trips(self.order[-1]) > 1 else 1
         pipelined = [o for o in operands if stages > 1 and self.pipelined(o)]
         for operand in pipelined:
@@ -142,63 +169,76 @@ class TileNest:
             if stages > 1 and depth == len(self.order) - 1:
                 self._pipelined_loop(operands, pipelined, compute, terms, stages)
                 return
-            for operand in operands:
-                if operand.depth == depth:
-                    if operand.fill is not None:
-                        _fill(operand)
-                    elif operand.load:
-                        accel.dma_wait(self._dma(operand, terms, to_scratchpad=True))
+            self._begin_tiles(operands, depth, terms)
             if depth == len(self.order):
-                compute()
+                compute(list(terms))
             else:
                 loop = affine.AffineForOp(0, self.trips(self.order[depth]))
                 with ir.InsertionPoint(loop.body):
-                    terms.append(_Term(loop.induction_variable, 1, 0))
+                    terms.append(TileIndex(loop.induction_variable, 1, 0))
                     level(depth + 1)
                     terms.pop()
                     affine.AffineYieldOp([])
-            for operand in operands:
-                if operand.depth == depth and operand.store:
-                    accel.dma_wait(self._dma(operand, terms, to_scratchpad=False))
+            self._store_tiles(operands, depth, terms)
 
         level(0)
+
+    def _begin_tiles(
+        self, operands: Sequence[TileOperand], depth: int, terms: list[TileIndex]
+    ) -> None:
+        """Initial values of the tiles of the operands at `depth`, each load waited for."""
+        for operand in operands:
+            if operand.depth != depth:
+                continue
+            if operand.initialise is not None:
+                operand.initialise(list(terms))
+            elif operand.fill is not None:
+                _fill(operand)
+            elif operand.load:
+                accel.dma_wait(self._dma(operand, terms, to_scratchpad=True))
+
+    def _store_tiles(
+        self, operands: Sequence[TileOperand], depth: int, terms: list[TileIndex]
+    ) -> None:
+        for operand in operands:
+            if operand.depth == depth and operand.store:
+                accel.dma_wait(self._dma(operand, terms, to_scratchpad=False))
 
     def _pipelined_loop(
         self,
         operands: Sequence[TileOperand],
         pipelined: list[TileOperand],
-        compute: Callable[[], None],
-        terms: list[_Term],
+        compute: Callable[[Sequence[TileIndex]], None],
+        terms: list[TileIndex],
         stages: int,
     ) -> None:
         depth = len(self.order) - 1
-        for operand in operands:  # loaded outside the innermost loop: as usual
-            if operand.depth == depth:
-                if operand.fill is not None:
-                    _fill(operand)
-                elif operand.load:
-                    accel.dma_wait(self._dma(operand, terms, to_scratchpad=True))
+        self._begin_tiles(operands, depth, terms)  # loaded outside the innermost loop
+        # Operands at the innermost depth that the group does not load: in place, or
+        # initialised by a callback (per tile, just before its compute).
+        inner = [
+            o for o in operands if o.depth == depth + 1 and (o.initialise is not None or o.in_place)
+        ]
         trips = self.trips(self.order[depth])
         groups, remainder = divmod(trips, stages)
         if groups:
             loop = affine.AffineForOp(0, groups)
             with ir.InsertionPoint(loop.body):
-                tiles = [_Term(loop.induction_variable, stages, u) for u in range(stages)]
-                self._group(pipelined, compute, terms, tiles)
+                tiles = [TileIndex(loop.induction_variable, stages, u) for u in range(stages)]
+                self._group(pipelined, inner, compute, terms, tiles)
                 affine.AffineYieldOp([])
         if remainder:
-            tiles = [_Term(None, 0, groups * stages + u) for u in range(remainder)]
-            self._group(pipelined, compute, terms, tiles)
-        for operand in operands:
-            if operand.depth == depth and operand.store:
-                accel.dma_wait(self._dma(operand, terms, to_scratchpad=False))
+            tiles = [TileIndex(None, 0, groups * stages + u) for u in range(remainder)]
+            self._group(pipelined, inner, compute, terms, tiles)
+        self._store_tiles(operands, depth, terms)
 
     def _group(
         self,
         pipelined: list[TileOperand],
-        compute: Callable[[], None],
-        terms: list[_Term],
-        tiles: list[_Term],
+        inner: list[TileOperand],
+        compute: Callable[[Sequence[TileIndex]], None],
+        terms: list[TileIndex],
+        tiles: list[TileIndex],
     ) -> None:
         """Loads of every tile of the group, then per tile: wait, compute, store."""
         loads: list[list[ir.Value]] = []
@@ -206,6 +246,8 @@ class TileNest:
             tokens = []
             for operand in pipelined:
                 operand.buffer = operand.copies[stage]
+                if operand.initialise is not None:
+                    continue  # just before the tile's compute
                 if operand.fill is not None:
                     _fill(operand)
                 elif operand.load:
@@ -217,7 +259,10 @@ class TileNest:
                 accel.dma_wait(token)
             for operand in pipelined:
                 operand.buffer = operand.copies[stage]
-            compute()
+            for operand in inner:
+                if operand.initialise is not None:
+                    operand.initialise([*terms, tile])
+            compute([*terms, tile])
             for operand in pipelined:
                 if operand.store:
                     stores.append(self._dma(operand, [*terms, tile], to_scratchpad=False))
@@ -226,7 +271,7 @@ class TileNest:
         for operand in pipelined:
             operand.buffer = operand.copies[0]
 
-    def _dma(self, operand: TileOperand, terms: list[_Term], to_scratchpad: bool) -> ir.Value:
+    def _dma(self, operand: TileOperand, terms: list[TileIndex], to_scratchpad: bool) -> ir.Value:
         """Starts the DMA of `operand`'s tile at the tile indices `terms`; returns the token."""
         dram = operand.init_dram if to_scratchpad and operand.init_dram else operand.dram
         assert dram is not None and operand.buffer is not None
@@ -234,6 +279,11 @@ class TileNest:
         c0 = dram.offset + sum(s * k for s, k in zip(dram.strides, access.consts, strict=True))
         ivs: list[ir.Value] = []
         coeffs = []
+        for iv, loop, step in self.outer:
+            ivs.append(iv)
+            coeffs.append(
+                sum(dram.strides[r] * row[loop] * step for r, row in enumerate(access.coeffs))
+            )
         for loop, term in zip(self.order, terms, strict=False):
             step = sum(
                 dram.strides[r] * row[loop] * self.tile[loop] for r, row in enumerate(access.coeffs)
@@ -382,6 +432,8 @@ def allocate_tiles(
 ) -> None:
     """Scratchpad buffers of the tiles: `stages` copies of each pipelined operand."""
     for operand in operands:
+        if operand.in_place:
+            continue
         count = stages if stages > 1 and nest.pipelined(operand) else 1
         operand.copies = [arena.allocate(operand.elements) for _ in range(count)]
         operand.buffer = operand.copies[0]
@@ -389,5 +441,7 @@ def allocate_tiles(
 
 def deallocate_tiles(operands: Sequence[TileOperand]) -> None:
     for operand in operands:
+        if operand.in_place:
+            continue
         for buffer in operand.copies or [operand.buffer]:
             accel.dealloc(buffer)

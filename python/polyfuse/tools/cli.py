@@ -35,6 +35,7 @@ def _run(args: argparse.Namespace) -> int:
         "overlap": not args.no_overlap,
         "sanitize": args.sanitize,
         "embedding": args.embedding,
+        "traffic_first": args.traffic_first,
     }
     with status.progress("compiling"):
         compiled = polyfuse_compile(model, inputs, args.target, schedule=args.schedule, **options)
@@ -166,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-overlap",
         action="store_true",
         help="baseline: single buffers, engines one instruction at a time",
+    )
+    run.add_argument(
+        "--traffic-first",
+        action="store_true",
+        help="fused: never trade DRAM bytes for estimated cycles (docs/fusion.md)",
     )
     run.add_argument("--sanitize", action="store_true", help="emulator shadow-memory checks")
     run.add_argument("--trace", help="write the engines' timelines (Chrome/Perfetto JSON) here")

@@ -1,0 +1,200 @@
+"""Tiles of a fused operator for speed: buffer copies and the PE array's issue plan.
+
+The planner (`planner.py`) prices a group by the bytes its DMAs move. Two things it
+also decides per operator make the group fast without changing what it is priced by
+(issue 5):
+
+- *Double buffering*: an operand moved inside the innermost tile loop gets `buffers`
+  scratchpad copies, so the load of tile i+1 and the store of tile i-1 run while tile i
+  computes (`TileNest.emit`). The copies take scratchpad the tiles could have used;
+  smaller tilings whose copies fit are tried too (`plan_buffering`'s capacity fractions).
+- *The contraction embedding*: a contraction is issued as the layer-by-layer lowering
+  issues it (`choose_embedding`, CP-SAT by default), and tilings whose tiles issue the
+  embedding's blocks whole are tried too (`tile_multiples`).
+
+Among the candidates an estimate (`tile_nest.estimate_cycles` with DMA time counted in
+whole DRAM bursts: DMA and compute, overlapped when staged) picks one. With `traffic_first` (the default) only candidates that move as few
+bytes as the least-traffic tiling are eligible, so the fused schedule's DRAM bytes are
+those of the traffic-only planner; without it a tiling may move more bytes when the
+estimate says it is faster (as layer by layer trades them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
+from polyfuse.fusion.graph import Operator
+from polyfuse.lowering.contraction_embedding import (
+    ContractionChoice,
+    choose_embedding,
+    tile_multiples,
+    tiling_pe_cycles,
+)
+from polyfuse.lowering.tile_nest import WorkEstimate, staged_footprint
+from polyfuse.targets import Target
+
+BURST_BYTES = 64  # a DRAM burst (the emulator's MachineParams.dma_burst_bytes)
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """What the fused planner optimises besides DRAM traffic."""
+
+    target: Target
+    buffers: int = 1  # copies of the innermost tiles (1: no double buffering)
+    embedding: str = "csp"  # how contractions go onto the PE array (contraction_embedding)
+    traffic_first: bool = True  # never trade DRAM bytes for estimated cycles
+
+
+@dataclass(frozen=True)
+class OperatorSchedule:
+    """One fused operator's tiling, its pipeline stages and its PE-array embedding."""
+
+    tiling: Tiling
+    stages: int  # buffer copies of the operands moved in the innermost tile loop
+    choice: ContractionChoice | None  # contractions: how they are issued
+
+
+def contraction_choice(operator: Operator, overlap: Overlap) -> ContractionChoice | None:
+    """The embedding of a contraction operator (None for vector operators)."""
+    if operator.roles is None:
+        return None
+    return choose_embedding(operator.generic, operator.roles, overlap.target, overlap.embedding)
+
+
+def _work(operator: Operator, extents: tuple[int, ...], target: Target) -> WorkEstimate:
+    """The layer-by-layer lowering's cost model (tile_nest.WorkEstimate) of the operator
+    over `extents` (one outer tile of its group)."""
+    iterations = float(math.prod(extents))
+    if operator.contraction:
+        return WorkEstimate(
+            compute_cycles=iterations / target.peak_macs_per_cycle,
+            per_tile_cycles=2 * target.pe_rows + target.pe_cols,
+            dram_bytes_per_cycle=target.dram_bytes_per_cycle,
+            dma_latency_cycles=target.dma_latency_cycles,
+        )
+    body_ops = max(1, len(list(operator.generic.body.operations)) - 1)  # without the yield
+    return WorkEstimate(
+        compute_cycles=iterations * body_ops / target.vector_width,
+        per_tile_cycles=target.vector_latency_cycles * body_ops,
+        dram_bytes_per_cycle=target.dram_bytes_per_cycle,
+        dma_latency_cycles=target.dma_latency_cycles,
+    )
+
+
+def schedule_operator(
+    operator: Operator,
+    problem: TilingProblem,
+    spm_elements: int,
+    choice: ContractionChoice | None,
+    overlap: Overlap | None,
+) -> OperatorSchedule | None:
+    """The operator's tiling under `problem` (None when nothing fits).
+
+    `spm_elements` is what the operator's buffers may take, copies included. Without
+    `overlap` this is the least-traffic tiling, single-buffered."""
+    least = search_tiling(problem)
+    if least is None or overlap is None:
+        return None if least is None else OperatorSchedule(least, 1, choice)
+    problems = [problem]
+    if choice is not None and choice.embedding is not None:
+        blocked = tile_multiples(choice, problem.extents)
+        for multiples in [blocked, *_streamed(choice, problem.extents, blocked)]:
+            candidate = replace(problem, multiple_of=multiples)
+            if candidate not in problems:
+                problems.append(candidate)
+    buffers = overlap.buffers
+    fractions = [1.0] + ([1 / buffers, 2 / (buffers + 1), 3 / (buffers + 2)] if buffers > 1 else [])
+    work = _work(operator, problem.extents, overlap.target)
+    best: tuple[float, int, OperatorSchedule] | None = None
+    for candidate_problem in problems:
+        for fraction in fractions:
+            capacity = int(problem.capacity_elements * fraction)
+            tiling = search_tiling(replace(candidate_problem, capacity_elements=capacity))
+            if tiling is None:
+                continue
+            if overlap.traffic_first and tiling.traffic_elements > least.traffic_elements:
+                continue
+            for stages in sorted({1, buffers}):
+                if stages > 1 and (
+                    not tiling.order or staged_footprint(problem, tiling, stages) > spm_elements
+                ):
+                    continue
+                estimate = _estimate(problem, tiling, stages, work, choice)
+                key = (estimate, tiling.traffic_elements)
+                if best is None or key < best[:2]:
+                    best = (
+                        estimate,
+                        tiling.traffic_elements,
+                        OperatorSchedule(tiling, stages, choice),
+                    )
+    assert best is not None  # the least-traffic tiling itself is always a candidate
+    return best[2]
+
+
+def _streamed(
+    choice: ContractionChoice, extents: tuple[int, ...], blocked: tuple[int, ...]
+) -> list[tuple[int, ...]]:
+    """Tile multiples that also keep the innermost / every streamed dim whole.
+
+    The least-traffic tiling of a strided convolution streams one pixel per instruction
+    (a bigger tile's box reads the rows the stride skips), which leaves the PE array
+    filling and draining; these candidates let the estimate weigh longer streams."""
+    assert choice.embedding is not None
+    stream = [int(part.dim[1:]) for part in choice.embedding.stream]
+    variants = []
+    for whole in (stream[-1:], stream):
+        multiples = list(blocked)
+        for loop in whole:
+            multiples[loop] = extents[loop]
+        variants.append(tuple(multiples))
+    return variants
+
+
+def _estimate(
+    problem: TilingProblem,
+    tiling: Tiling,
+    stages: int,
+    work: WorkEstimate,
+    choice: ContractionChoice | None,
+) -> float:
+    """`tile_nest.estimate_cycles` with DMA time from burst-rounded rows (below) and, for
+    contractions, the embedding's PE cycles."""
+    trips = tiling.trips(problem.extents)
+    tiles = math.prod(trips)
+    dma = _bus_bytes(problem, tiling) / work.dram_bytes_per_cycle
+    dma += tiles * len(problem.operands) * work.dma_latency_cycles
+    compute = work.compute_cycles
+    if choice is not None and choice.embedding is not None:
+        compute = tiling_pe_cycles(choice, problem.extents, tiling.tile)
+    compute += tiles * work.per_tile_cycles
+    if stages <= 1 or not tiling.order:
+        return dma + compute
+    inner = trips[tiling.order[-1]]
+    return max(dma, compute) + (dma + compute) / inner
+
+
+def _bus_bytes(problem: TilingProblem, tiling: Tiling) -> int:
+    """Bytes the DMA engines spend on the tiling: every contiguous run of a box costs
+    whole DRAM bursts, as the emulator counts them. A run is the box's innermost dims of
+    a row-major tensor, up to the first one the tile does not cover whole. The tile search minimises elements; a stride-2 or one-column tile moves
+    few elements in rows far shorter than a burst."""
+    trips = tiling.trips(problem.extents)
+    total = 0
+    for operand, depth in zip(problem.operands, tiling.load_depth, strict=True):
+        box = [
+            sum(abs(c) * (t - 1) for c, t in zip(row, tiling.tile, strict=True)) + 1
+            for row in operand.access.coeffs
+        ] or [1]
+        run = 1  # the innermost dims merge while the tile covers them whole
+        for row, extent in zip(reversed(operand.access.coeffs), reversed(box), strict=True):
+            run *= extent
+            if any(c and t < e for c, t, e in zip(row, tiling.tile, problem.extents, strict=True)):
+                break
+        rows = math.prod(box) // run
+        moves = (2 if operand.reads else 1) if operand.is_output else 1
+        repeats = math.prod(trips[loop] for loop in tiling.order[:depth])
+        total += repeats * moves * rows * -(-run * 4 // BURST_BYTES) * BURST_BYTES
+    return total
