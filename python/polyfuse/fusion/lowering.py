@@ -34,6 +34,8 @@ from polyfuse.fusion.graph import (
     build_graph,
     pad_of_result,
 )
+from polyfuse.fusion.halo import HaloGroupPlan, shift_access
+from polyfuse.fusion.halo_lowering import lower_halo_member
 from polyfuse.fusion.planner import FusionPlan, GroupPlan, OperatorPlan, aligned, plan_fusion
 from polyfuse.lowering import layer_by_layer as lbl
 from polyfuse.lowering.dram import DramTensor
@@ -112,6 +114,7 @@ class _FusedLowering:
         self.pads: dict[ir.Operation, DramTensor] = {}
         self.outer_iv: ir.Value | None = None
         self.open_group: GroupPlan | None = None
+        self.resident: dict[ir.Value, DramTensor] = {}  # inputs a halo group keeps on chip
         self.point = ir.InsertionPoint(state.entry)  # where the next op goes
         assert state.entry is not None
 
@@ -169,6 +172,9 @@ class _FusedLowering:
             return
         operator = self.by_op[op]
         group = self.group_of[operator.index]
+        if isinstance(group, HaloGroupPlan):  # emitted band by band at its last operator
+            self.open_group = lower_halo_member(self, operator, group)
+            return
         if operator.index == group.operators[0]:
             self._open_group(group)
             self.open_group = group if len(group.operators) > 1 else None
@@ -245,8 +251,12 @@ class _FusedLowering:
             location = self._location(operand.value)
             if location.buffer in state.globals.values():
                 weights.add(index)
+            location = self.resident.get(operand.value, location)  # halo: kept on chip
             inputs[index] = _Operand(
-                operand.access, location, accel.is_scratchpad(location.buffer), False
+                shift_access(operand.access, plan.offsets),
+                location,
+                accel.is_scratchpad(location.buffer),
+                False,
             )
 
         outs: list[_Operand] = []
@@ -256,7 +266,8 @@ class _FusedLowering:
                 state, static_shape(operand.result)
             )
             state.locations[operand.result] = location
-            entry = _Operand(operand.access, location, accel.is_scratchpad(location.buffer), True)
+            access = shift_access(operand.access, plan.offsets)
+            entry = _Operand(access, location, accel.is_scratchpad(location.buffer), True)
             entry.store = not entry.on_chip
             if operand.block_arg in used:
                 init = operand.value

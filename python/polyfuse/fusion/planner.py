@@ -48,6 +48,9 @@ class OperatorPlan:
     tiling: Tiling
     dummy: bool  # the tiling problem had no DRAM operand (see `operator_problem`)
     bytes: int
+    # Where each loop starts (halo bands, `halo.py`): the operator runs loop l over
+    # offsets[l] + [0, extents[l]). None: every loop starts at 0.
+    offsets: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -307,6 +310,8 @@ def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
 
 def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic."""
+    from polyfuse.fusion.halo import plan_halo_group  # halo builds on this module
+
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
@@ -323,6 +328,10 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
             if end - 1 > start and not _reads_from(graph, end - 1, set(members[:-1])):
                 continue  # the same cost as splitting before it: nothing to gain
             group, least_resident = _plan_group(graph, members, spm_elements, searched)
+            halo, halo_resident = plan_halo_group(graph, members, spm_elements, searched)
+            if halo is not None and (group is None or halo.bytes < group.bytes):
+                group = halo
+            least_resident = min(least_resident, halo_resident)
             if group is not None:
                 total = cost[start] + group.bytes
                 if cost[end] < 0 or total < cost[end]:
