@@ -20,8 +20,9 @@ band shares with the next are computed again, never kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 from torch_mlir import ir
 
 from polyfuse.analysis.affine import AffineAccess
@@ -29,7 +30,6 @@ from polyfuse.analysis.operators import defining_op, static_shape
 from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
 from polyfuse.fusion.graph import OperandUse, Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.planner import (
-    CAPACITY_STEPS,
     GroupPlan,
     OperatorPlan,
     _identity_loop,
@@ -41,6 +41,7 @@ from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 
 BAND_CANDIDATES = 3  # largest fitting power-of-two band heights tried per group
 Range = tuple[int, int]  # [first, end)
+Ranges = tuple[np.ndarray, np.ndarray]  # [first, end) of every band
 
 
 @dataclass
@@ -169,28 +170,32 @@ def band_structure(graph: OperatorGraph, members: list[int], last_loop: int) -> 
 
 
 def _read_range(
-    access: AffineAccess, row: int, loop: int, band: Range, extents: tuple[int, ...]
-) -> Range:
-    """Hull of row `row` of `access` over the band on `loop`, every other loop whole."""
-    low = high = access.consts[row]
+    access: AffineAccess, row: int, loop: int, band: Ranges, extents: tuple[int, ...]
+) -> Ranges:
+    """Hull of row `row` of `access` over each band on `loop`, every other loop whole."""
+    low = high = np.full_like(band[0], access.consts[row])
     for other, c in enumerate(access.coeffs[row]):
-        first, end = band if other == loop else (0, extents[other])
-        low += min(c * first, c * (end - 1))
-        high += max(c * first, c * (end - 1))
+        if other == loop:
+            low = low + np.minimum(c * band[0], c * (band[1] - 1))
+            high = high + np.maximum(c * band[0], c * (band[1] - 1))
+        else:
+            low = low + min(0, c * (extents[other] - 1))
+            high = high + max(0, c * (extents[other] - 1))
     return low, high + 1
 
 
-def _hull(a: Range | None, b: Range) -> Range:
-    return b if a is None else (min(a[0], b[0]), max(a[1], b[1]))
+def _hull(a: Ranges | None, b: Ranges) -> Ranges:
+    return b if a is None else (np.minimum(a[0], b[0]), np.maximum(a[1], b[1]))
 
 
 def band_ranges(
-    graph: OperatorGraph, members: list[int], structure: _Structure, band: Range
-) -> tuple[dict[int, Range], dict[StorageKey, Range]] | None:
-    """Every operator's loop range and every in-group storage's rows for one band of the
-    last operator (None if some producer would compute nothing)."""
-    loops: dict[int, Range] = {members[-1]: band}
-    rows: dict[StorageKey, Range] = {}
+    graph: OperatorGraph, members: list[int], structure: _Structure, bands: Ranges
+) -> tuple[dict[int, Ranges], dict[StorageKey, Ranges]] | None:
+    """For bands [first, end) of the last operator (arrays, one entry per band): every
+    operator's loop ranges and every in-group storage's rows in storage coords (None
+    if some producer would compute nothing in some band)."""
+    loops: dict[int, Ranges] = {members[-1]: bands}
+    rows: dict[StorageKey, Ranges] = {}
     for index in reversed(members):
         operator = graph.operators[index]
         loop = structure.loops[index]
@@ -213,8 +218,8 @@ def band_ranges(
             assert producer is not None
             low = storage.low[dim] if storage.low else 0
             extent = graph.operators[producer].generic.extents[structure.loops[producer]]
-            computed = (max(0, needed[0] - low), min(extent, needed[1] - low))
-            if computed[0] >= computed[1]:
+            computed = (np.maximum(0, needed[0] - low), np.minimum(extent, needed[1] - low))
+            if np.any(computed[0] >= computed[1]):
                 return None
             loops[producer] = _hull(loops.get(producer), computed)
     return loops, rows
@@ -241,7 +246,7 @@ def _covers(
     graph: OperatorGraph,
     members: list[int],
     internal: set[StorageKey],
-    bands: list[Band],
+    loops: dict[int, Ranges],
     structure: _Structure,
 ) -> bool:
     """Every DRAM output is written whole over the bands."""
@@ -250,12 +255,9 @@ def _covers(
         if all(o.storage in internal for o in operator.outputs):
             continue
         extent = operator.generic.extents[structure.loops[index]]
-        covered = 0
-        for first, end in sorted(band.loops[index] for band in bands):
-            if first > covered:
-                return False
-            covered = max(covered, end)
-        if covered < extent:
+        order = np.argsort(loops[index][0], kind="stable")
+        first, end = loops[index][0][order], np.maximum.accumulate(loops[index][1][order])
+        if first[0] > 0 or end[-1] < extent or np.any(first[1:] > end[:-1]):
             return False
     return True
 
@@ -283,54 +285,148 @@ def plan_halo_group(
     members: list[int],
     spm_elements: int,
     searched: dict[TilingProblem, Tiling | None],
+    bound: int | None = None,
 ) -> tuple[HaloGroupPlan | None, int]:
-    """The cheapest banded way to run `members` (None if none fits or it needs no halo)
-    and the fewest resident elements a banding needed (the planner stops growing a
-    group when nothing fits: a group that bands without a halo still lets it grow)."""
-    never = spm_elements + 1
+    """The cheapest banded way to run `members` for less than `bound` bytes (None if
+    none fits, none is cheaper or it needs no halo), and the resident elements of a
+    banding that fits (else more than the scratchpad): the planner stops growing a group
+    when nothing fits, and a group that bands without a halo still lets it grow."""
+    never = spm_elements + 1  # "nothing fits"
     if len(members) < 2 or any(not graph.operators[i].outputs for i in members):
         return None, never
     internal = _internal(graph, set(members))
     if not internal or not _fits_lowering(graph, members, internal):
         return None, never
+    if bound is not None and _group_floor(graph, members, internal) >= bound:
+        return None, 0  # cannot pay; 0: whether a banding fits is not known
     found = _last_loop(graph, members)
     if found is None:
         return None, never
     aliases = _aliases(graph, members, internal)
     last_loop, structure = found
     extent = graph.operators[members[-1]].generic.extents[last_loop]
-    shaped: list[tuple[int, list[Band], dict[StorageKey, tuple[int, ...]], int]] = []
+    heights = _heights(extent) if structure.halo else [1]
+    shaped: list[_Banding] = []
     least = never
-    for height in _heights(extent):
-        bands = _bands(graph, members, structure, extent, height)
-        if bands is not None and _covers(graph, members, internal, bands, structure):
-            shapes = _band_shapes(graph, internal, structure, bands, aliases)
-            resident = sum(aligned(_product(s)) for s in shapes.values())
-            least = min(least, resident)
-            if resident < spm_elements:
-                shaped.append((height, bands, shapes, resident))
-        if not structure.halo:
-            return None, least  # a shared dimension does the same (`planner.py`)
+    for height in reversed(heights):  # tallest first: the few tallest that fit are tried
+        banding = _banding(graph, members, internal, structure, aliases, extent, height)
+        if banding is None:
+            continue
+        least = min(least, banding.elements)
+        if banding.elements < spm_elements:
+            shaped.append(banding)
+            if len(shaped) == BAND_CANDIDATES:
+                break
+    if not structure.halo:
+        return None, least  # a shared dimension does the same (`planner.py`)
     candidates = _resident_candidates(graph, members, structure)
+    options = []  # (lower bound, banding, kept inputs), cheapest bound first
+    for banding in shaped:
+        for choice in _resident_choices(candidates, spm_elements - banding.elements):
+            floors = _floors(graph, members, internal, structure, banding, choice)
+            floor = _lower_bound(floors, choice)
+            options.append((floor, banding, choice, floors))
+    options.sort(key=lambda option: option[0])
     best: HaloGroupPlan | None = None
-    for height, bands, shapes, resident in shaped[-BAND_CANDIDATES:]:
-        free = spm_elements - resident
-        for choice in _resident_choices(candidates, free):
-            group = _cost(
-                graph,
-                members,
-                internal,
-                structure,
-                (height, bands, shapes, resident),
-                choice,
-                spm_elements,
-                searched,
-            )
-            if group is not None:
-                group.aliases = aliases
-            if group is not None and (best is None or group.bytes < best.bytes):
-                best = group
+    for floor, banding, choice, floors in options:
+        limit = best.bytes if best is not None else bound
+        if limit is not None and floor >= limit:
+            break
+        group = _cost(
+            graph,
+            members,
+            internal,
+            structure,
+            (banding, floors),
+            choice,
+            spm_elements,
+            searched,
+            limit,
+        )
+        if group is not None:
+            group.aliases = aliases
+            best = group
     return best, least
+
+
+def _band_counts(banding: _Banding, members: list[int]) -> dict[tuple[int, int], int]:
+    """(operator, rows it computes) -> in how many bands."""
+    counts: dict[tuple[int, int], int] = {}
+    for index in members:
+        first, end = banding.loops[index]
+        sizes, number = np.unique(end - first, return_counts=True)
+        for size, count in zip(sizes.tolist(), number.tolist(), strict=True):
+            counts[index, size] = count
+    return counts
+
+
+def _floors(
+    graph: OperatorGraph,
+    members: list[int],
+    internal: set[StorageKey],
+    structure: _Structure,
+    banding: _Banding,
+    resident: dict[ir.Value, tuple[StorageKey, int]],
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """(operator, rows) -> (bands with that many rows, elements no tiling of one such
+    band moves fewer of: its DRAM operands' footprint floors)."""
+    on_chip = internal | {key for key, _ in resident.values()}
+    floors = {}
+    for (index, size), count in _band_counts(banding, members).items():
+        operator = graph.operators[index]
+        extents = list(operator.generic.extents)
+        extents[structure.loops[index]] = size
+        uses = [u for u in operator.inputs if u.storage not in on_chip]
+        uses += [u for u in operator.outputs if u.storage not in internal]
+        floors[index, size] = count, sum(footprint_floor(u.access, tuple(extents)) for u in uses)
+    return floors
+
+
+def _lower_bound(
+    floors: dict[tuple[int, int], tuple[int, int]], resident: dict[ir.Value, tuple[StorageKey, int]]
+) -> int:
+    """Bytes no tiling of these bands can beat (prunes before the tile search)."""
+    kept = sum(elements for _, elements in resident.values())
+    return 4 * (kept + sum(count * floor for count, floor in floors.values()))
+
+
+def footprint_floor(access: AffineAccess, extents: tuple[int, ...]) -> int:
+    """A lower bound on the elements `access` touches over the loop box `extents`: a
+    row with loop l takes at least extents[l] values; rows over disjoint loops multiply
+    (a strided row may take fewer values than its hull, so not `box_elements`)."""
+    rows = [
+        (
+            frozenset(loop for loop, c in enumerate(row) if c),
+            max((extents[loop] for loop, c in enumerate(row) if c), default=1),
+        )
+        for row in access.coeffs
+    ]
+    seen: set[int] = set()
+    for loops, _ in rows:
+        if seen & loops:
+            return max(values for _, values in rows)
+        seen |= loops
+    return _product(tuple(values for _, values in rows))
+
+
+def _group_floor(graph: OperatorGraph, members: list[int], internal: set[StorageKey]) -> int:
+    """Bytes any schedule of the group moves: its DRAM operands' footprint floors."""
+    member_set = set(members)
+    floors: dict[StorageKey, int] = {}
+    for index in members:
+        operator = graph.operators[index]
+        extents = operator.generic.extents
+        uses = [
+            u
+            for u in operator.inputs
+            if u.storage is not None and graph.storages[u.storage].producer not in member_set
+        ]
+        uses += [u for u in operator.outputs if u.storage is not None and u.storage not in internal]
+        for use in uses:
+            assert use.storage is not None
+            floor = footprint_floor(use.access, extents)
+            floors[use.storage] = max(floors.get(use.storage, 0), floor)
+    return 4 * sum(floors.values())
 
 
 def _heights(extent: int) -> list[int]:
@@ -373,7 +469,9 @@ def _resident_candidates(
     return dict(sorted(kept.items(), key=lambda item: -item[1][1]))
 
 
-RESIDENT_FRACTIONS = (0.0, 0.5, 0.75)  # of the scratchpad the band buffers leave
+RESIDENT_FRACTIONS = (0.0, 0.75)  # of the scratchpad the band buffers leave
+FULL_BAND_TILES = True
+HALO_CAPACITY_STEPS = 16  # coarser than `CAPACITY_STEPS`: fewer distinct tile searches
 
 
 def _resident_choices(
@@ -393,16 +491,52 @@ def _resident_choices(
     return choices
 
 
-def _bands(
-    graph: OperatorGraph, members: list[int], structure: _Structure, extent: int, height: int
-) -> list[Band] | None:
-    bands = []
-    for first in range(0, extent, height):
-        ranges = band_ranges(graph, members, structure, (first, min(extent, first + height)))
-        if ranges is None:
-            return None
-        bands.append(Band(ranges[0], ranges[1]))
-    return bands
+@dataclass
+class _Banding:
+    """One band height's bands, all at once (arrays with one entry per band)."""
+
+    height: int
+    loops: dict[int, Ranges]  # operator -> [first, end) on its band loop, per band
+    rows: dict[StorageKey, Ranges]  # in-group storage -> rows held, per band
+    shapes: dict[StorageKey, tuple[int, ...]]  # band buffers (owners only)
+    elements: int  # their aligned elements
+
+    def band(self, number: int) -> Band:
+        def pick(ranges: Ranges) -> Range:
+            return int(ranges[0][number]), int(ranges[1][number])
+
+        return Band(
+            {i: pick(r) for i, r in self.loops.items()},
+            {k: pick(r) for k, r in self.rows.items()},
+        )
+
+
+def _banding(
+    graph: OperatorGraph,
+    members: list[int],
+    internal: set[StorageKey],
+    structure: _Structure,
+    aliases: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]],
+    extent: int,
+    height: int,
+) -> _Banding | None:
+    firsts = np.arange(0, extent, height, dtype=np.int64)
+    found = band_ranges(graph, members, structure, (firsts, np.minimum(firsts + height, extent)))
+    if found is None:
+        return None
+    loops, rows = found
+    if not _covers(graph, members, internal, loops, structure):
+        return None
+    for key, (root, offset) in aliases.items():  # owners hold their guests' rows too
+        dim = structure.dims[key]
+        rows[root] = _hull(rows[root], (rows[key][0] + offset[dim], rows[key][1] + offset[dim]))
+    shapes = {}
+    for key in internal - set(aliases):
+        shape = list(graph.storages[key].shape)
+        shape[structure.dims[key]] = int(np.max(rows[key][1] - rows[key][0]))
+        shapes[key] = tuple(shape)
+    elements = sum(aligned(_product(shape)) for shape in shapes.values())
+    return _Banding(height, loops, rows, shapes, elements)
 
 
 def _aliases(
@@ -462,49 +596,29 @@ def _aliases(
     return resolved
 
 
-def _band_shapes(
-    graph: OperatorGraph,
-    internal: set[StorageKey],
-    structure: _Structure,
-    bands: list[Band],
-    aliases: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]],
-) -> dict[StorageKey, tuple[int, ...]]:
-    """Band buffer shapes of the storages owning a buffer; first widens every band's
-    owner rows by the rows of the storages it holds (in the owner's coords)."""
-    for band in bands:
-        for key, (root, offset) in aliases.items():
-            dim = structure.dims[key]
-            first, end = band.rows[key]
-            band.rows[root] = _hull(band.rows[root], (first + offset[dim], end + offset[dim]))
-    shapes = {}
-    for key in internal - set(aliases):
-        dim = structure.dims[key]
-        shape = list(graph.storages[key].shape)
-        shape[dim] = max(band.rows[key][1] - band.rows[key][0] for band in bands)
-        shapes[key] = tuple(shape)
-    return shapes
-
-
 def _cost(
     graph: OperatorGraph,
     members: list[int],
     internal: set[StorageKey],
     structure: _Structure,
-    banding: tuple[int, list[Band], dict[StorageKey, tuple[int, ...]], int],
+    bounded: tuple[_Banding, dict[tuple[int, int], tuple[int, int]]],
     resident: dict[ir.Value, tuple[StorageKey, int]],
     spm_elements: int,
     searched: dict[TilingProblem, Tiling | None],
+    limit: int | None,
 ) -> HaloGroupPlan | None:
-    """The exact traffic of running the group in these bands with these inputs kept."""
-    height, template, shapes, band_elements = banding
+    """The exact traffic of running the group in these bands with these inputs kept
+    (None if a tile does not fit or it reaches `limit` bytes). Branch and bound: the
+    operators with the largest floors are searched first, and the search stops as soon
+    as the traffic found plus the floors of the rest reach `limit`."""
+    banding, floors = bounded
     kept = {key for key, _ in resident.values()}
     on_chip = internal | kept
-    held = band_elements + sum(aligned(elements) for _, elements in resident.values())
+    held = banding.elements + sum(aligned(elements) for _, elements in resident.values())
     if held >= spm_elements:
         return None
-    step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
+    step = max(ALIGN_ELEMENTS, spm_elements // HALO_CAPACITY_STEPS)
     capacity = (spm_elements - held) // step * step
-    bands = [Band(band.loops, band.rows) for band in template]
     loads: dict[int, int] = {}  # operator -> elements of kept inputs it loads first
     charged: set[StorageKey] = set()
     for index in members:
@@ -514,19 +628,34 @@ def _cost(
                 loads[index] = loads.get(index, 0) + sum(
                     e for k, e in resident.values() if k == use.storage
                 )
+    tilings: dict[tuple[int, int], tuple[Tiling, bool]] = {}  # (operator, rows) -> tiling
+    order = sorted(floors.items(), key=lambda item: -item[1][0] * item[1][1])
+    total = 4 * (sum(loads.values()) + sum(count * floor for _, (count, floor) in order))
+    for (index, size), (count, floor) in order:
+        operator = graph.operators[index]
+        extents = list(operator.generic.extents)
+        extents[structure.loops[index]] = size
+        problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
+        if FULL_BAND_TILES:
+            full = tuple(loop == structure.loops[index] for loop in range(len(extents)))
+            problem = replace(problem, fixed_full=full)
+        if problem not in searched:
+            searched[problem] = search_tiling(problem)
+        found = searched[problem]
+        if found is None:
+            return None
+        tilings[index, size] = found, dummy
+        total += count * 4 * (found.traffic_elements - (1 if dummy else 0) - floor)
+        if limit is not None and total >= limit:
+            return None
+    bands = [banding.band(number) for number in range(len(banding.loops[members[-1]][0]))]
     for number, band in enumerate(bands):
         for index in members:
-            operator = graph.operators[index]
             loop = structure.loops[index]
             first, end = band.loops[index]
-            extents = list(operator.generic.extents)
+            tiling, dummy = tilings[index, end - first]
+            extents = list(graph.operators[index].generic.extents)
             extents[loop] = end - first
-            problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
-            if problem not in searched:
-                searched[problem] = search_tiling(problem)
-            tiling = searched[problem]
-            if tiling is None:
-                return None
             traffic = tiling.traffic_elements - (1 if dummy else 0)
             if number == 0:
                 traffic += loads.get(index, 0)
@@ -537,13 +666,13 @@ def _cost(
     return HaloGroupPlan(
         members,
         internal,
-        shapes,
+        banding.shapes,
         0,
         1,
         held,
         band_loops=dict(structure.loops),
         band_dims={k: structure.dims[k] for k in internal},
-        band_height=height,
+        band_height=banding.height,
         bands=bands,
         resident=dict(resident),
     )

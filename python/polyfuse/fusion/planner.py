@@ -328,9 +328,14 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int) -> FusionPlan:
             if end - 1 > start and not _reads_from(graph, end - 1, set(members[:-1])):
                 continue  # the same cost as splitting before it: nothing to gain
             group, least_resident = _plan_group(graph, members, spm_elements, searched)
-            halo, halo_resident = plan_halo_group(graph, members, spm_elements, searched)
-            if halo is not None and (group is None or halo.bytes < group.bytes):
-                group = halo
+            # A halo group must beat the plain one and the best way found to reach `end`.
+            bounds = [group.bytes] if group is not None else []
+            if cost[end] >= 0:
+                bounds.append(cost[end] - cost[start])
+            bound = min(bounds) if bounds else None
+            halo, halo_resident = plan_halo_group(graph, members, spm_elements, searched, bound)
+            if halo is not None:
+                group = halo  # cheaper than `bound`
             least_resident = min(least_resident, halo_resident)
             if group is not None:
                 total = cost[start] + group.bytes
