@@ -109,9 +109,14 @@ def _allocate(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
 def _plan_dram_outputs(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
     """One DRAM buffer per DRAM result, written by every band (not one per band)."""
     state = lowering.state
+    on_chip: set[ir.Value] = set()
+    for kind, owner in group.internal:
+        on_chip.add(owner if kind == "gen" else owner.operands[0])
     for index in group.operators:
         for result in lowering.graph.operators[index].op.results:
-            if len(list(result.uses)) > 0 and state.planned.get(result) is None:
+            if result in on_chip or len(list(result.uses)) == 0:
+                continue
+            if state.planned.get(result) is None:
                 state.planned[result] = lbl._new_dram(state, static_shape(result))
 
 
