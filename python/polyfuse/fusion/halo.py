@@ -20,7 +20,9 @@ band shares with the next are computed again, never kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 from torch_mlir import ir
@@ -308,7 +310,11 @@ def plan_halo_group(
     heights = _heights(extent) if structure.halo else [1]
     shaped: list[_Banding] = []
     least = never
+    owners = [graph.storages[key] for key in internal - set(aliases)]
+    row_elements = sum(s.elements // s.shape[structure.dims[s.key]] for s in owners)
     for height in reversed(heights):  # tallest first: the few tallest that fit are tried
+        if height * row_elements >= spm_elements and height > 1:
+            continue  # every owner holds at least `height` rows: cannot fit
         banding = _banding(graph, members, internal, structure, aliases, extent, height)
         if banding is None:
             continue
@@ -327,12 +333,12 @@ def plan_halo_group(
             floor = _lower_bound(floors, choice)
             options.append((floor, banding, choice, floors))
     options.sort(key=lambda option: option[0])
-    best: HaloGroupPlan | None = None
+    best: tuple[int, Callable[[], HaloGroupPlan]] | None = None
     for floor, banding, choice, floors in options:
-        limit = best.bytes if best is not None else bound
+        limit = best[0] if best is not None else bound
         if limit is not None and floor >= limit:
             break
-        group = _cost(
+        costed = _cost(
             graph,
             members,
             internal,
@@ -343,15 +349,21 @@ def plan_halo_group(
             searched,
             limit,
         )
-        if group is not None:
-            group.aliases = aliases
-            best = group
-    return best, least
+        if costed is not None:
+            best = costed
+    if best is None:
+        return None, least
+    group = best[1]()
+    group.aliases = aliases
+    assert group.bytes == best[0]
+    return group, least
 
 
 def _band_counts(banding: _Banding, members: list[int]) -> dict[tuple[int, int], int]:
     """(operator, rows it computes) -> in how many bands."""
-    counts: dict[tuple[int, int], int] = {}
+    if banding.counts:
+        return banding.counts
+    counts = banding.counts
     for index in members:
         first, end = banding.loops[index]
         sizes, number = np.unique(end - first, return_counts=True)
@@ -390,6 +402,7 @@ def _lower_bound(
     return 4 * (kept + sum(count * floor for count, floor in floors.values()))
 
 
+@lru_cache(maxsize=65536)
 def footprint_floor(access: AffineAccess, extents: tuple[int, ...]) -> int:
     """A lower bound on the elements `access` touches over the loop box `extents`: a
     row with loop l takes at least extents[l] values; rows over disjoint loops multiply
@@ -500,6 +513,7 @@ class _Banding:
     rows: dict[StorageKey, Ranges]  # in-group storage -> rows held, per band
     shapes: dict[StorageKey, tuple[int, ...]]  # band buffers (owners only)
     elements: int  # their aligned elements
+    counts: dict[tuple[int, int], int] = field(default_factory=dict)  # see `_band_counts`
 
     def band(self, number: int) -> Band:
         def pick(ranges: Ranges) -> Range:
@@ -606,9 +620,10 @@ def _cost(
     spm_elements: int,
     searched: dict[TilingProblem, Tiling | None],
     limit: int | None,
-) -> HaloGroupPlan | None:
+) -> tuple[int, Callable[[], HaloGroupPlan]] | None:
     """The exact traffic of running the group in these bands with these inputs kept
-    (None if a tile does not fit or it reaches `limit` bytes). Branch and bound: the
+    and a function building that plan (None if a tile does not fit or it reaches
+    `limit` bytes; only the cheapest option's plan is built). Branch and bound: the
     operators with the largest floors are searched first, and the search stops as soon
     as the traffic found plus the floors of the rest reach `limit`."""
     banding, floors = bounded
@@ -637,8 +652,7 @@ def _cost(
         extents[structure.loops[index]] = size
         problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
         if FULL_BAND_TILES:
-            full = tuple(loop == structure.loops[index] for loop in range(len(extents)))
-            problem = replace(problem, fixed_full=full)
+            problem = replace(problem, fixed_full=_full_loops(operator, structure.loops[index]))
         if problem not in searched:
             searched[problem] = search_tiling(problem)
         found = searched[problem]
@@ -648,33 +662,53 @@ def _cost(
         total += count * 4 * (found.traffic_elements - (1 if dummy else 0) - floor)
         if limit is not None and total >= limit:
             return None
-    bands = [banding.band(number) for number in range(len(banding.loops[members[-1]][0]))]
-    for number, band in enumerate(bands):
-        for index in members:
-            loop = structure.loops[index]
-            first, end = band.loops[index]
-            tiling, dummy = tilings[index, end - first]
-            extents = list(graph.operators[index].generic.extents)
-            extents[loop] = end - first
-            traffic = tiling.traffic_elements - (1 if dummy else 0)
-            if number == 0:
-                traffic += loads.get(index, 0)
-            offsets = tuple(first if i == loop else 0 for i in range(len(extents)))
-            band.plans[index] = OperatorPlan(
-                tuple(extents), None, tiling, dummy, traffic * 4, offsets
-            )
-    return HaloGroupPlan(
-        members,
-        internal,
-        banding.shapes,
-        0,
-        1,
-        held,
-        band_loops=dict(structure.loops),
-        band_dims={k: structure.dims[k] for k in internal},
-        band_height=banding.height,
-        bands=bands,
-        resident=dict(resident),
+
+    def build() -> HaloGroupPlan:
+        bands = [banding.band(number) for number in range(len(banding.loops[members[-1]][0]))]
+        for number, band in enumerate(bands):
+            for index in members:
+                loop = structure.loops[index]
+                first, end = band.loops[index]
+                tiling, dummy = tilings[index, end - first]
+                extents = list(graph.operators[index].generic.extents)
+                extents[loop] = end - first
+                traffic = tiling.traffic_elements - (1 if dummy else 0)
+                if number == 0:
+                    traffic += loads.get(index, 0)
+                offsets = tuple(first if i == loop else 0 for i in range(len(extents)))
+                band.plans[index] = OperatorPlan(
+                    tuple(extents), None, tiling, dummy, traffic * 4, offsets
+                )
+        return HaloGroupPlan(
+            members,
+            internal,
+            banding.shapes,
+            0,
+            1,
+            held,
+            band_loops=dict(structure.loops),
+            band_dims={k: structure.dims[k] for k in internal},
+            band_height=banding.height,
+            bands=bands,
+            resident=dict(resident),
+        )
+
+    return total, build
+
+
+def _full_loops(operator: Operator, band_loop: int) -> tuple[bool, ...]:
+    """Loops a halo tile covers whole: the band loop (a band is a few rows) and the
+    reduction loops of its window (kh: a few taps). Fewer tilings to search."""
+    window = {
+        loop
+        for use in operator.inputs
+        for row in use.access.coeffs
+        if row[band_loop]
+        for loop, c in enumerate(row)
+        if c and operator.generic.is_reduction[loop]
+    }
+    return tuple(
+        loop == band_loop or loop in window for loop in range(len(operator.generic.extents))
     )
 
 
