@@ -46,15 +46,20 @@ from polyfuse.runtime.program import ProgramBuilder, View
 from polyfuse.targets import load_target
 
 
-def schedules() -> list[str]:
-    """The schedules `polyfuse.compile` offers (fusion lands with issue 4).
+def schedules() -> dict[str, dict[str, Any]]:
+    """The schedules `polyfuse.compile` offers, by name, with the options that select them.
 
     `polyfuse.compile` is a lazy wrapper (`*args, **kwargs`): the signature that names
     the options is `polyfuse.compiler.compile`'s."""
     from polyfuse.compiler import compile as compile_model
 
-    parameter = inspect.signature(compile_model).parameters.get("schedule")
-    return ["layer-by-layer", "fused"] if parameter is not None else ["layer-by-layer"]
+    parameters = inspect.signature(compile_model).parameters
+    found: dict[str, dict[str, Any]] = {"layer-by-layer": {}}
+    if "schedule" in parameters:
+        found["fused"] = {"schedule": "fused"}
+    if "halo" in parameters:  # row-band groups move fewer bytes but are single-buffered
+        found["fused, no halo"] = {"schedule": "fused", "halo": False}
+    return found
 
 
 def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
@@ -68,8 +73,7 @@ def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
     no_overlap = baseline.report.stats.cycles
     best: dict[str, Any] = {}
     by_schedule: dict[str, dict[str, float]] = {}
-    for schedule in schedules():
-        kwargs = {"schedule": schedule} if schedule != "layer-by-layer" else {}
+    for schedule, kwargs in schedules().items():
         compiled = polyfuse.compile(model, inputs, target=target, overlap=True, **kwargs)
         output = compiled(*inputs)
         assert compiled.report is not None and isinstance(output, torch.Tensor)

@@ -80,12 +80,14 @@ class LowerToAccel(ModulePass):
     buffers: int = 1
     schedule: str = "layer-by-layer"  # or "fused" (issue 4, see docs/fusion.md)
     embedding: str = "csp"  # or "fixed" / "heuristic" (issue 6, see docs/embedding.md)
+    halo: bool = True  # fused: row-band groups of convolution chains (docs/fusion.md)
 
     def run(self, module: ir.Operation) -> None:
         if self.schedule == "fused":
             from polyfuse.fusion import lower_module_fused
 
-            lower_module_fused(module, load_target(self.target), self.buffers, self.embedding)
+            target = load_target(self.target)
+            lower_module_fused(module, target, self.buffers, self.embedding, halo=self.halo)
             return
         if self.schedule != "layer-by-layer":
             raise ValueError(f"schedule must be 'layer-by-layer' or 'fused', got '{self.schedule}'")

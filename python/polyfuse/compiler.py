@@ -150,6 +150,7 @@ def compile(
     sanitize: bool = False,
     embedding: str = "csp",
     traffic_first: bool = False,
+    halo: bool = True,
 ) -> CompiledModel:
     """Compile `model` for `example_inputs`' shapes to run on the emulated `target`.
 
@@ -166,6 +167,9 @@ def compile(
     fused schedule an operator's tiling may move more DRAM bytes than its least-traffic
     tiling when the planner's cycle estimate says it is faster; `traffic_first` forbids
     that (the fused plan then moves exactly the bytes of the traffic-only planner).
+    `halo` lets the fused planner run convolution chains in row bands (docs/fusion.md,
+    "Halo groups"): fewer DRAM bytes, but those groups are single-buffered, so False can
+    be faster.
     """
     if schedule not in ("layer-by-layer", "fused"):
         raise PolyfuseError(f"schedule must be 'layer-by-layer' or 'fused', got '{schedule}'")
@@ -198,7 +202,7 @@ def compile(
         if schedule == "fused":
             buffers = OVERLAP_BUFFERS if overlap else 1
             fused_records, fusion_plans, fallback, lowered = _lower_fused(
-                module, target, buffers, embedding, traffic_first
+                module, target, buffers, embedding, traffic_first, halo
             )
         if schedule == "fused" and not fallback:
             operators = fused_records
@@ -240,7 +244,12 @@ def compile(
 
 
 def _lower_fused(
-    module: ir.Module, target: Target, buffers: int, embedding: str, traffic_first: bool
+    module: ir.Module,
+    target: Target,
+    buffers: int,
+    embedding: str,
+    traffic_first: bool,
+    halo: bool,
 ) -> tuple[Any, list[Any], str, ir.Operation]:
     """Fused lowering of a clone of `module`: (records, plans, "", lowered clone), or
     (None, [], reason, the untouched module) when fusion is not possible."""
@@ -248,7 +257,7 @@ def _lower_fused(
 
     clone = module.operation.clone()
     try:
-        records, plans = lower_module_fused(clone, target, buffers, embedding, traffic_first)
+        records, plans = lower_module_fused(clone, target, buffers, embedding, traffic_first, halo)
     except PolyfuseError as error:
         clone.erase()
         return None, [], f"fusion fell back to layer by layer: {error}", module.operation

@@ -22,13 +22,15 @@ def lower_module_fused(
     buffers: int = 1,
     embedding: str = "csp",
     traffic_first: bool = True,
+    halo: bool = True,
 ) -> tuple[list[OperatorRecord], list[FusionPlan]]:
     """Lower every tensor function with fusion; returns the records and the plans.
 
     `buffers` > 1 double- (n-) buffers the innermost tile loops where it fits and is
     estimated to pay; `embedding` says how contractions go onto the PE array (as in
     layer by layer); `traffic_first` keeps every tiling at its least DRAM traffic (else
-    a tiling may move more bytes when the estimate says it is faster). See overlap.py."""
+    a tiling may move more bytes when the estimate says it is faster). See overlap.py.
+    `halo` allows row-band groups of convolution chains (halo.py)."""
     check_strategy(embedding)
     overlap = Overlap(target, buffers, embedding, traffic_first)
     from polyfuse.passes.lower_to_accel import target_attribute
@@ -46,7 +48,9 @@ def lower_module_fused(
         if not any(isinstance(t, ir.RankedTensorType) for t in function_type.inputs):
             continue
         with function.location:
-            function_records, plan = lower_function_fused(function, module_op, target, overlap)
+            function_records, plan = lower_function_fused(
+                function, module_op, target, overlap, halo
+            )
         records += function_records
         plans.append(plan)
     with module_op.location:

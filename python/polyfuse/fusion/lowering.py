@@ -34,6 +34,8 @@ from polyfuse.fusion.graph import (
     build_graph,
     pad_of_result,
 )
+from polyfuse.fusion.halo import HaloGroupPlan, shift_access
+from polyfuse.fusion.halo_lowering import lower_halo_member
 from polyfuse.fusion.overlap import Overlap
 from polyfuse.fusion.planner import FusionPlan, GroupPlan, OperatorPlan, aligned, plan_fusion
 from polyfuse.lowering import layer_by_layer as lbl
@@ -70,13 +72,15 @@ def lower_function_fused(
     module_op: ir.Operation,
     target: Target,
     overlap: Overlap | None = None,
+    halo: bool = True,
 ) -> tuple[list[lbl.OperatorRecord], FusionPlan]:
     """Replace `func_op` by its fused accel version; returns records and the plan.
 
     `overlap` (see `overlap.py`): buffer copies and the contraction embedding; without
-    it every tile is single-buffered and contractions use `plan_issue`."""
+    it every tile is single-buffered and contractions use `plan_issue`. `halo`: see
+    `plan_fusion`."""
     graph = build_graph(func_op)
-    plan = plan_fusion(graph, target.scratchpad_bytes, overlap)
+    plan = plan_fusion(graph, target.scratchpad_bytes, overlap, halo)
     name = ir.StringAttr(func_op.attributes["sym_name"]).value
     function_type = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
     for t in [*function_type.inputs, *function_type.results]:
@@ -126,6 +130,7 @@ class _FusedLowering:
         self.outer_iv: ir.Value | None = None
         self.open_group: GroupPlan | None = None
         self.top_down = False  # where the next operator's tiles go (ScratchpadArena)
+        self.resident: dict[ir.Value, DramTensor] = {}  # inputs a halo group keeps on chip
         self.point = ir.InsertionPoint(state.entry)  # where the next op goes
         assert state.entry is not None
 
@@ -183,6 +188,9 @@ class _FusedLowering:
             return
         operator = self.by_op[op]
         group = self.group_of[operator.index]
+        if isinstance(group, HaloGroupPlan):  # emitted band by band at its last operator
+            self.open_group = lower_halo_member(self, operator, group)
+            return
         if operator.index == group.operators[0]:
             self._open_group(group)
             self.open_group = group if len(group.operators) > 1 else None
@@ -259,8 +267,12 @@ class _FusedLowering:
             location = self._location(operand.value)
             if location.buffer in state.globals.values():
                 weights.add(index)
+            location = self.resident.get(operand.value, location)  # halo: kept on chip
             inputs[index] = _Operand(
-                operand.access, location, accel.is_scratchpad(location.buffer), False
+                shift_access(operand.access, plan.offsets),
+                location,
+                accel.is_scratchpad(location.buffer),
+                False,
             )
 
         outs: list[_Operand] = []
@@ -270,7 +282,8 @@ class _FusedLowering:
                 state, static_shape(operand.result)
             )
             state.locations[operand.result] = location
-            entry = _Operand(operand.access, location, accel.is_scratchpad(location.buffer), True)
+            access = shift_access(operand.access, plan.offsets)
+            entry = _Operand(access, location, accel.is_scratchpad(location.buffer), True)
             if operand.block_arg in used:
                 init = operand.value
                 if init in state.fills:

@@ -61,6 +61,9 @@ class OperatorPlan:
     choice: ContractionChoice | None = None  # contractions: the PE-array embedding
     problem: TilingProblem | None = None  # what `tiling` solves
     capacity: int = 0  # scratchpad elements the operator's buffers may take
+    # Where each loop starts (halo bands, `halo.py`): the operator runs loop l over
+    # offsets[l] + [0, extents[l]). None: every loop starts at 0.
+    offsets: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -330,10 +333,15 @@ def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
     return any(key is not None and graph.storages[key].producer in members for key in keys)
 
 
-def plan_fusion(graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = None) -> FusionPlan:
+def plan_fusion(
+    graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = None, halo: bool = True
+) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic.
 
-    Without `overlap` every operator is single-buffered with its least-traffic tiling."""
+    Without `overlap` every operator is single-buffered with its least-traffic tiling.
+    `halo` also tries row-band groups of convolution chains (halo.py) as candidates."""
+    from polyfuse.fusion.halo import plan_halo_group  # halo builds on this module
+
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
@@ -350,6 +358,17 @@ def plan_fusion(graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = 
             if end - 1 > start and not _reads_from(graph, end - 1, set(members[:-1])):
                 continue  # the same cost as splitting before it: nothing to gain
             group, least_resident = _plan_group(graph, members, spm_elements, searched)
+            if halo:  # a halo group must beat the plain one and the best way to reach `end`
+                bounds = [group.bytes] if group is not None else []
+                if cost[end] >= 0:
+                    bounds.append(cost[end] - cost[start])
+                bound = min(bounds) if bounds else None
+                banded, banded_resident = plan_halo_group(
+                    graph, members, spm_elements, searched, bound
+                )
+                if banded is not None:
+                    group = banded  # cheaper than `bound`
+                least_resident = min(least_resident, banded_resident)
             if group is not None:
                 total = cost[start] + group.bytes
                 if cost[end] < 0 or total < cost[end]:

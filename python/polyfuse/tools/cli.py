@@ -36,6 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         "sanitize": args.sanitize,
         "embedding": args.embedding,
         "traffic_first": args.traffic_first,
+        "halo": not args.no_halo,
     }
     with status.progress("compiling"):
         compiled = polyfuse_compile(model, inputs, args.target, schedule=args.schedule, **options)
@@ -172,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--traffic-first",
         action="store_true",
         help="fused: never trade DRAM bytes for estimated cycles (docs/fusion.md)",
+    )
+    run.add_argument(
+        "--no-halo",
+        action="store_true",
+        help="fused: no row-band groups of convolution chains (faster, more bytes)",
     )
     run.add_argument("--sanitize", action="store_true", help="emulator shadow-memory checks")
     run.add_argument("--trace", help="write the engines' timelines (Chrome/Perfetto JSON) here")

@@ -13,6 +13,7 @@ import torch
 
 import polyfuse
 from polyfuse.compiler import CompiledModel
+from polyfuse.fusion.halo import HaloGroupPlan
 from polyfuse.models import get_model
 from polyfuse.targets import load_target
 
@@ -111,17 +112,32 @@ def test_conv_block_fuses_and_removes_intermediates() -> None:
 
 
 def test_tiled_group_under_a_small_scratchpad(tmp_path: Path) -> None:
-    # 64 KiB cannot hold the 64-channel intermediates whole: the planner tiles a shared
-    # dimension (an outer loop around the group) and still matches the emulator.
+    # 64 KiB cannot hold the 32-channel intermediates whole: the planner tiles the group
+    # (an outer loop along a shared dimension, or row bands with halos) and still
+    # matches the emulator.
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_TARGET)
     torch.manual_seed(0)
     x = torch.randn(1, 32, 16, 16)
     layered, fused = _compile_and_check(ConvBlock(32).eval(), [x], load_target(path))
     assert fused.report is not None and layered.report is not None
-    assert any(g.trips > 1 for g in fused.fusion_plans[0].groups)
+    groups = fused.fusion_plans[0].groups
+    assert any(g.trips > 1 or (isinstance(g, HaloGroupPlan) and len(g.bands) > 1) for g in groups)
     assert fused.report.dram_bytes < layered.report.dram_bytes
     assert fused.report.stats.spm_peak_bytes <= 65536
+
+
+def test_shared_dimension_tiles_an_elementwise_chain(tmp_path: Path) -> None:
+    # A 256 KiB chain cannot stay whole in 64 KiB; with no halo to band, the planner
+    # runs the group under an outer loop along a shared dimension.
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TARGET)
+    x = torch.randn(256, 256)
+    layered, fused = _compile_and_check(ElementwiseChain(), [x], load_target(path))
+    assert fused.report is not None and layered.report is not None
+    groups = fused.fusion_plans[0].groups
+    assert any(g.trips > 1 for g in groups)
+    assert not any(isinstance(g, HaloGroupPlan) for g in groups)
 
 
 @pytest.mark.parametrize("name", ["mlp", "inverted_residual"])

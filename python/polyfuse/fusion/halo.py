@@ -1,0 +1,731 @@
+"""Halo (row-band) tiling of convolution chains: the planning half.
+
+A group whose internal storages cannot share a dimension (a padded intermediate read by
+a convolution's `h*stride + kh*dilation - pad`) still fuses if the group's last
+operator is computed in *bands* of `b` output rows (Deep Fusion / DeFiNES, recompute
+variant). Walking backwards through the group, the rows every producer must compute
+for one band follow from its consumers' access relations, clipped to the producer's
+extent; rows two neighbouring bands both need are recomputed by both. Each internal
+storage holds one band's rows (the largest band's count), padding rows included.
+
+Bands are compile-time constants: the lowering (`halo_lowering.py`) emits the group's
+code once per band, every row range fixed. The cost of a halo group is exactly
+
+    sum over bands, over operators of  tiling traffic of the band's DRAM operands
+
+with the same tile search (`search_tiling`) as every other group, so the plan stays
+equal to the emulator's count. Only the recompute variant is implemented: the rows a
+band shares with the next are computed again, never kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+import numpy as np
+from torch_mlir import ir
+
+from polyfuse.analysis.affine import AffineAccess
+from polyfuse.analysis.operators import defining_op, static_shape
+from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
+from polyfuse.fusion.graph import OperandUse, Operator, OperatorGraph, StorageKey
+from polyfuse.fusion.planner import (
+    GroupPlan,
+    OperatorPlan,
+    _identity_loop,
+    _internal,
+    aligned,
+    operator_problem,
+)
+from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
+
+BAND_CANDIDATES = 3  # largest fitting power-of-two band heights tried per group
+Range = tuple[int, int]  # [first, end)
+Ranges = tuple[np.ndarray, np.ndarray]  # [first, end) of every band
+
+
+@dataclass
+class Band:
+    """One band of a halo group: every operator's rows and every storage's rows."""
+
+    loops: dict[int, Range]  # operator -> its range on its band loop
+    rows: dict[StorageKey, Range]  # internal storage -> the rows (storage coords) held
+    plans: dict[int, OperatorPlan] = field(default_factory=dict)
+
+
+@dataclass
+class HaloGroupPlan(GroupPlan):
+    """A group run band by band (see the module docstring); `trips` is 1, no outer loop."""
+
+    band_loops: dict[int, int] = field(default_factory=dict)  # operator -> band loop
+    band_dims: dict[StorageKey, int] = field(default_factory=dict)  # storage -> band dim
+    band_height: int = 0  # output rows of the last operator per band
+    bands: list[Band] = field(default_factory=list)
+    # Band-invariant DRAM inputs (weights, biases) loaded once into the scratchpad after
+    # the band buffers and kept for all bands: value -> (storage, elements). Their load
+    # is charged to the first band's plan of the first operator reading them.
+    resident: dict[ir.Value, tuple[StorageKey, int]] = field(default_factory=dict)
+    # Internal storages kept inside another one's buffer (see `_aliases`): storage ->
+    # (the storage owning the buffer, offset of its coords in the owner's coords).
+    aliases: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for band in self.bands for p in band.plans.values())
+
+
+@dataclass
+class _Structure:
+    """Which loop of every operator and which dim of every in-group storage is banded."""
+
+    loops: dict[int, int]
+    dims: dict[StorageKey, int]
+    # Per operator: (storage, access, offset of the access coords in storage coords)
+    # of every read of a storage a member produces.
+    reads: dict[int, list[tuple[StorageKey, AffineAccess, int]]]
+    halo: bool  # some read is not an identity (else a shared dimension does it)
+
+
+def _operand_value(operator: Operator, use: OperandUse, init: bool) -> ir.Value:
+    """The tensor value `use` reads (an input, or an output's initial value)."""
+    if not init:
+        return operator.generic.inputs[use.index].value
+    live = [
+        o
+        for o, result in zip(operator.generic.outputs, operator.op.results, strict=True)
+        if len(list(result.uses)) > 0
+    ]
+    return live[use.index].value
+
+
+def _in_group_reads(
+    graph: OperatorGraph, index: int, members: set[int]
+) -> list[tuple[StorageKey, AffineAccess, bool]] | None:
+    """Reads of storages a member produces: (storage, access, whether the access is in a
+    pad storage's interior coords), or None when one goes through a view."""
+    operator = graph.operators[index]
+    reads = []
+    uses = [(u, u.storage, False) for u in operator.inputs] + [
+        (u, u.init, True) for u in operator.outputs if u.init is not None
+    ]
+    for use, key, init in uses:
+        if key is None or graph.storages[key].producer not in members:
+            continue
+        storage = graph.storages[key]
+        if storage.viewed or use.through_view:
+            return None
+        owner = defining_op(_operand_value(operator, use, init))
+        interior = bool(storage.low) and (owner is None or owner.name != "tensor.pad")
+        reads.append((key, use.access, interior))
+    return reads
+
+
+def band_structure(graph: OperatorGraph, members: list[int], last_loop: int) -> _Structure | None:
+    """Propagate the last operator's band loop backwards (None if it does not band)."""
+    member_set = set(members)
+    last = members[-1]
+    loops = {last: last_loop}
+    dims: dict[StorageKey, int] = {}
+    reads: dict[int, list[tuple[StorageKey, AffineAccess, int]]] = {}
+    halo = False
+    for index in reversed(members):
+        operator = graph.operators[index]
+        if index not in loops:
+            return None  # nothing later in the group needs it: not a chain
+        loop = loops[index]
+        if operator.generic.is_reduction[loop]:
+            return None
+        for output in operator.outputs:  # outputs are banded along the loop, identically
+            rows = [r for r in range(output.access.rank) if output.access.coeffs[r][loop]]
+            if len(rows) != 1 or _identity_loop(output.access, rows[0]) != loop:
+                return None
+            if output.storage is not None:
+                dim = dims.setdefault(output.storage, rows[0])
+                if dim != rows[0]:
+                    return None
+        found = _in_group_reads(graph, index, member_set)
+        if found is None:
+            return None
+        reads[index] = []
+        for key, access, interior in found:
+            rows = [r for r in range(access.rank) if access.coeffs[r][loop]]
+            if len(rows) != 1 or access.coeffs[rows[0]][loop] < 0:
+                return None  # broadcast along the band, or not monotone
+            row = rows[0]
+            if dims.setdefault(key, row) != row:
+                return None
+            storage = graph.storages[key]
+            offset = storage.low[row] if interior else 0
+            reads[index].append((key, access, offset))
+            if _identity_loop(access, row) != loop:
+                halo = True
+            producer = graph.operators[storage.producer or 0]
+            writes = [u for u in producer.outputs if u.storage == key]
+            if len(writes) != 1:
+                return None
+            write_loop = _identity_loop(writes[0].access, row)
+            if write_loop is None or loops.setdefault(producer.index, write_loop) != write_loop:
+                return None
+    return _Structure(loops, dims, reads, halo)
+
+
+def _read_range(
+    access: AffineAccess, row: int, loop: int, band: Ranges, extents: tuple[int, ...]
+) -> Ranges:
+    """Hull of row `row` of `access` over each band on `loop`, every other loop whole."""
+    low = high = np.full_like(band[0], access.consts[row])
+    for other, c in enumerate(access.coeffs[row]):
+        if other == loop:
+            low = low + np.minimum(c * band[0], c * (band[1] - 1))
+            high = high + np.maximum(c * band[0], c * (band[1] - 1))
+        else:
+            low = low + min(0, c * (extents[other] - 1))
+            high = high + max(0, c * (extents[other] - 1))
+    return low, high + 1
+
+
+def _hull(a: Ranges | None, b: Ranges) -> Ranges:
+    return b if a is None else (np.minimum(a[0], b[0]), np.maximum(a[1], b[1]))
+
+
+def band_ranges(
+    graph: OperatorGraph, members: list[int], structure: _Structure, bands: Ranges
+) -> tuple[dict[int, Ranges], dict[StorageKey, Ranges]] | None:
+    """For bands [first, end) of the last operator (arrays, one entry per band): every
+    operator's loop ranges and every in-group storage's rows in storage coords (None
+    if some producer would compute nothing in some band)."""
+    loops: dict[int, Ranges] = {members[-1]: bands}
+    rows: dict[StorageKey, Ranges] = {}
+    for index in reversed(members):
+        operator = graph.operators[index]
+        loop = structure.loops[index]
+        own = loops[index]
+        extents = operator.generic.extents
+        for output in operator.outputs:  # what it writes (storage coords)
+            if output.storage is None:
+                continue
+            storage = graph.storages[output.storage]
+            dim = structure.dims[output.storage]
+            low = storage.low[dim] if storage.low else 0
+            rows[output.storage] = _hull(rows.get(output.storage), (own[0] + low, own[1] + low))
+        for key, access, offset in structure.reads[index]:
+            dim = structure.dims[key]
+            first, end = _read_range(access, dim, loop, own, extents)
+            needed = (first + offset, end + offset)
+            rows[key] = _hull(rows.get(key), needed)
+            storage = graph.storages[key]
+            producer = storage.producer
+            assert producer is not None
+            low = storage.low[dim] if storage.low else 0
+            extent = graph.operators[producer].generic.extents[structure.loops[producer]]
+            computed = (np.maximum(0, needed[0] - low), np.minimum(extent, needed[1] - low))
+            if np.any(computed[0] >= computed[1]):
+                return None
+            loops[producer] = _hull(loops.get(producer), computed)
+    return loops, rows
+
+
+def _fits_lowering(graph: OperatorGraph, members: list[int], internal: set[StorageKey]) -> bool:
+    """Outputs of all but the last operator: internal, or plain results the band loop
+    writes whole (no pad buffer, no view, no copy, not initialised from DRAM: a band
+    recomputes rows, so a DRAM output must not accumulate into itself)."""
+    for index in members:
+        for output in graph.operators[index].outputs:
+            key = output.storage
+            if key is None or key in internal:
+                continue
+            if output.reads_init and not output.init_scalar and output.init not in internal:
+                return False
+            storage = graph.storages[key]
+            if index != members[-1] and (key[0] != "gen" or storage.external or storage.viewed):
+                return False
+    return True
+
+
+def _covers(
+    graph: OperatorGraph,
+    members: list[int],
+    internal: set[StorageKey],
+    loops: dict[int, Ranges],
+    structure: _Structure,
+) -> bool:
+    """Every DRAM output is written whole over the bands."""
+    for index in members[:-1]:
+        operator = graph.operators[index]
+        if all(o.storage in internal for o in operator.outputs):
+            continue
+        extent = operator.generic.extents[structure.loops[index]]
+        order = np.argsort(loops[index][0], kind="stable")
+        first, end = loops[index][0][order], np.maximum.accumulate(loops[index][1][order])
+        if first[0] > 0 or end[-1] < extent or np.any(first[1:] > end[:-1]):
+            return False
+    return True
+
+
+def _last_loop(graph: OperatorGraph, members: list[int]) -> tuple[int, _Structure] | None:
+    """The band loop of the last operator: the parallel loop of its outermost output dim
+    (of more than one element) that banding propagates through; one with a halo first."""
+    operator = graph.operators[members[-1]]
+    access = operator.outputs[0].access
+    plain: tuple[int, _Structure] | None = None
+    for row in range(access.rank):
+        loop = _identity_loop(access, row)
+        if loop is None or operator.generic.extents[loop] < 2:
+            continue
+        structure = band_structure(graph, members, loop)
+        if structure is not None and structure.halo:
+            return loop, structure
+        if structure is not None and plain is None:
+            plain = loop, structure
+    return plain
+
+
+def plan_halo_group(
+    graph: OperatorGraph,
+    members: list[int],
+    spm_elements: int,
+    searched: dict[TilingProblem, Tiling | None],
+    bound: int | None = None,
+) -> tuple[HaloGroupPlan | None, int]:
+    """The cheapest banded way to run `members` for less than `bound` bytes (None if
+    none fits, none is cheaper or it needs no halo), and the resident elements of a
+    banding that fits (else more than the scratchpad): the planner stops growing a group
+    when nothing fits, and a group that bands without a halo still lets it grow."""
+    never = spm_elements + 1  # "nothing fits"
+    if len(members) < 2 or any(not graph.operators[i].outputs for i in members):
+        return None, never
+    internal = _internal(graph, set(members))
+    if not internal or not _fits_lowering(graph, members, internal):
+        return None, never
+    if bound is not None and _group_floor(graph, members, internal) >= bound:
+        return None, 0  # cannot pay; 0: whether a banding fits is not known
+    found = _last_loop(graph, members)
+    if found is None:
+        return None, never
+    aliases = _aliases(graph, members, internal)
+    last_loop, structure = found
+    extent = graph.operators[members[-1]].generic.extents[last_loop]
+    heights = _heights(extent) if structure.halo else [1]
+    shaped: list[_Banding] = []
+    least = never
+    owners = [graph.storages[key] for key in internal - set(aliases)]
+    row_elements = sum(s.elements // s.shape[structure.dims[s.key]] for s in owners)
+    for height in reversed(heights):  # tallest first: the few tallest that fit are tried
+        if height * row_elements >= spm_elements and height > 1:
+            continue  # every owner holds at least `height` rows: cannot fit
+        banding = _banding(graph, members, internal, structure, aliases, extent, height)
+        if banding is None:
+            continue
+        least = min(least, banding.elements)
+        if banding.elements < spm_elements:
+            shaped.append(banding)
+            if len(shaped) == BAND_CANDIDATES:
+                break
+    if not structure.halo:
+        return None, least  # a shared dimension does the same (`planner.py`)
+    candidates = _resident_candidates(graph, members, structure)
+    options = []  # (lower bound, banding, kept inputs), cheapest bound first
+    for banding in shaped:
+        for choice in _resident_choices(candidates, spm_elements - banding.elements):
+            floors = _floors(graph, members, internal, structure, banding, choice)
+            floor = _lower_bound(floors, choice)
+            options.append((floor, banding, choice, floors))
+    options.sort(key=lambda option: option[0])
+    best: tuple[int, Callable[[], HaloGroupPlan]] | None = None
+    for floor, banding, choice, floors in options:
+        limit = best[0] if best is not None else bound
+        if limit is not None and floor >= limit:
+            break
+        costed = _cost(
+            graph,
+            members,
+            internal,
+            structure,
+            (banding, floors),
+            choice,
+            spm_elements,
+            searched,
+            limit,
+        )
+        if costed is not None:
+            best = costed
+    if best is None:
+        return None, least
+    group = best[1]()
+    group.aliases = aliases
+    assert group.bytes == best[0]
+    return group, least
+
+
+def _band_counts(banding: _Banding, members: list[int]) -> dict[tuple[int, int], int]:
+    """(operator, rows it computes) -> in how many bands."""
+    if banding.counts:
+        return banding.counts
+    counts = banding.counts
+    for index in members:
+        first, end = banding.loops[index]
+        sizes, number = np.unique(end - first, return_counts=True)
+        for size, count in zip(sizes.tolist(), number.tolist(), strict=True):
+            counts[index, size] = count
+    return counts
+
+
+def _floors(
+    graph: OperatorGraph,
+    members: list[int],
+    internal: set[StorageKey],
+    structure: _Structure,
+    banding: _Banding,
+    resident: dict[ir.Value, tuple[StorageKey, int]],
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """(operator, rows) -> (bands with that many rows, elements no tiling of one such
+    band moves fewer of: its DRAM operands' footprint floors)."""
+    on_chip = internal | {key for key, _ in resident.values()}
+    floors = {}
+    for (index, size), count in _band_counts(banding, members).items():
+        operator = graph.operators[index]
+        extents = list(operator.generic.extents)
+        extents[structure.loops[index]] = size
+        uses = [u for u in operator.inputs if u.storage not in on_chip]
+        uses += [u for u in operator.outputs if u.storage not in internal]
+        floors[index, size] = count, sum(footprint_floor(u.access, tuple(extents)) for u in uses)
+    return floors
+
+
+def _lower_bound(
+    floors: dict[tuple[int, int], tuple[int, int]], resident: dict[ir.Value, tuple[StorageKey, int]]
+) -> int:
+    """Bytes no tiling of these bands can beat (prunes before the tile search)."""
+    kept = sum(elements for _, elements in resident.values())
+    return 4 * (kept + sum(count * floor for count, floor in floors.values()))
+
+
+@lru_cache(maxsize=65536)
+def footprint_floor(access: AffineAccess, extents: tuple[int, ...]) -> int:
+    """A lower bound on the elements `access` touches over the loop box `extents`: a
+    row with loop l takes at least extents[l] values; rows over disjoint loops multiply
+    (a strided row may take fewer values than its hull, so not `box_elements`)."""
+    rows = [
+        (
+            frozenset(loop for loop, c in enumerate(row) if c),
+            max((extents[loop] for loop, c in enumerate(row) if c), default=1),
+        )
+        for row in access.coeffs
+    ]
+    seen: set[int] = set()
+    for loops, _ in rows:
+        if seen & loops:
+            return max(values for _, values in rows)
+        seen |= loops
+    return _product(tuple(values for _, values in rows))
+
+
+def _group_floor(graph: OperatorGraph, members: list[int], internal: set[StorageKey]) -> int:
+    """Bytes any schedule of the group moves: its DRAM operands' footprint floors."""
+    member_set = set(members)
+    floors: dict[StorageKey, int] = {}
+    for index in members:
+        operator = graph.operators[index]
+        extents = operator.generic.extents
+        uses = [
+            u
+            for u in operator.inputs
+            if u.storage is not None and graph.storages[u.storage].producer not in member_set
+        ]
+        uses += [u for u in operator.outputs if u.storage is not None and u.storage not in internal]
+        for use in uses:
+            assert use.storage is not None
+            floor = footprint_floor(use.access, extents)
+            floors[use.storage] = max(floors.get(use.storage, 0), floor)
+    return 4 * sum(floors.values())
+
+
+def _heights(extent: int) -> list[int]:
+    """Band heights tried: powers of two below the extent, and the whole extent (one
+    band: the intermediates whole, with the aliasing and kept inputs of halo groups)."""
+    heights = []
+    height = 1
+    while height < extent:
+        heights.append(height)
+        height *= 2
+    return [*heights, extent]
+
+
+def _resident_candidates(
+    graph: OperatorGraph, members: list[int], structure: _Structure
+) -> dict[ir.Value, tuple[StorageKey, int]]:
+    """DRAM inputs no band changes: not produced in the group, read independently of
+    every reader's band loop, every read through the same value (largest first)."""
+    member_set = set(members)
+    values: dict[ir.Value, tuple[StorageKey, int]] = {}
+    by_storage: dict[StorageKey, set[ir.Value]] = {}
+    banded: set[StorageKey] = set()
+    for index in members:
+        operator = graph.operators[index]
+        for use in operator.inputs:
+            key = use.storage
+            if key is None or graph.storages[key].producer in member_set:
+                continue
+            if use.access.coeffs and any(row[structure.loops[index]] for row in use.access.coeffs):
+                banded.add(key)
+                continue
+            value = _operand_value(operator, use, False)
+            by_storage.setdefault(key, set()).add(value)
+            values[value] = (key, _product(static_shape(value)))
+    kept = {
+        value: entry
+        for value, entry in values.items()
+        if entry[0] not in banded and len(by_storage[entry[0]]) == 1
+    }
+    return dict(sorted(kept.items(), key=lambda item: -item[1][1]))
+
+
+RESIDENT_FRACTIONS = (0.0, 0.75)  # of the scratchpad the band buffers leave
+FULL_BAND_TILES = True
+HALO_CAPACITY_STEPS = 16  # coarser than `CAPACITY_STEPS`: fewer distinct tile searches
+
+
+def _resident_choices(
+    candidates: dict[ir.Value, tuple[StorageKey, int]], free: int
+) -> list[dict[ir.Value, tuple[StorageKey, int]]]:
+    """Greedy (largest first) sets of resident inputs filling a few fractions of `free`."""
+    choices: list[dict[ir.Value, tuple[StorageKey, int]]] = []
+    for fraction in RESIDENT_FRACTIONS:
+        budget = int(free * fraction)
+        choice: dict[ir.Value, tuple[StorageKey, int]] = {}
+        for value, (key, elements) in candidates.items():
+            if aligned(elements) <= budget:
+                choice[value] = (key, elements)
+                budget -= aligned(elements)
+        if choice not in choices:
+            choices.append(choice)
+    return choices
+
+
+@dataclass
+class _Banding:
+    """One band height's bands, all at once (arrays with one entry per band)."""
+
+    height: int
+    loops: dict[int, Ranges]  # operator -> [first, end) on its band loop, per band
+    rows: dict[StorageKey, Ranges]  # in-group storage -> rows held, per band
+    shapes: dict[StorageKey, tuple[int, ...]]  # band buffers (owners only)
+    elements: int  # their aligned elements
+    counts: dict[tuple[int, int], int] = field(default_factory=dict)  # see `_band_counts`
+
+    def band(self, number: int) -> Band:
+        def pick(ranges: Ranges) -> Range:
+            return int(ranges[0][number]), int(ranges[1][number])
+
+        return Band(
+            {i: pick(r) for i, r in self.loops.items()},
+            {k: pick(r) for k, r in self.rows.items()},
+        )
+
+
+def _banding(
+    graph: OperatorGraph,
+    members: list[int],
+    internal: set[StorageKey],
+    structure: _Structure,
+    aliases: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]],
+    extent: int,
+    height: int,
+) -> _Banding | None:
+    firsts = np.arange(0, extent, height, dtype=np.int64)
+    found = band_ranges(graph, members, structure, (firsts, np.minimum(firsts + height, extent)))
+    if found is None:
+        return None
+    loops, rows = found
+    if not _covers(graph, members, internal, loops, structure):
+        return None
+    for key, (root, offset) in aliases.items():  # owners hold their guests' rows too
+        dim = structure.dims[key]
+        rows[root] = _hull(rows[root], (rows[key][0] + offset[dim], rows[key][1] + offset[dim]))
+    shapes = {}
+    for key in internal - set(aliases):
+        shape = list(graph.storages[key].shape)
+        shape[structure.dims[key]] = int(np.max(rows[key][1] - rows[key][0]))
+        shapes[key] = tuple(shape)
+    elements = sum(aligned(_product(shape)) for shape in shapes.values())
+    return _Banding(height, loops, rows, shapes, elements)
+
+
+def _aliases(
+    graph: OperatorGraph, members: list[int], internal: set[StorageKey]
+) -> dict[StorageKey, tuple[StorageKey, tuple[int, ...]]]:
+    """Internal storages that can live in the buffer of the storage their only reader
+    writes, element for element: a bias broadcast in the convolution output it
+    initialises, an input of an elementwise operator in its output (a padded output:
+    in its interior). Without this a block's chain of epilogues would need one band
+    buffer per operator. Returns storage -> (owner of the buffer, coords offset)."""
+    direct: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]] = {}
+    taken: set[StorageKey] = set()
+    for index in members:
+        operator = graph.operators[index]
+        if len(operator.outputs) != 1:
+            continue
+        output = operator.outputs[0]
+        target = output.storage
+        if target not in internal or target in taken or output.through_view:
+            continue
+        storage = graph.storages[target]
+        offset = storage.low or (0,) * len(storage.shape)
+        interior = tuple(
+            n - lo - hi
+            for n, lo, hi in zip(storage.shape, offset, storage.high or offset, strict=True)
+        )
+        sources: list[StorageKey] = []
+        if output.init is not None:
+            sources.append(output.init)
+        if not operator.contraction and not any(operator.generic.is_reduction):
+            sources += [
+                u.storage
+                for u in operator.inputs
+                if u.storage is not None and u.access == output.access
+            ]
+        for source in sources:
+            if source not in internal or source in direct or source == target:
+                continue
+            held = graph.storages[source]
+            reads = [u for u in operator.inputs if u.storage == source]
+            if source == output.init and reads:
+                continue  # also read as an input
+            if len(reads) > 1 or held.users != {index} or held.viewed or held.low:
+                continue
+            if held.shape != interior:
+                continue
+            direct[source] = (target, tuple(offset))
+            taken.add(target)
+            break
+    resolved: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]] = {}
+    for source in direct:
+        root, total = source, (0,) * len(graph.storages[source].shape)
+        while root in direct:
+            root, step = direct[root]
+            total = tuple(a + b for a, b in zip(total, step, strict=True))
+        resolved[source] = (root, total)
+    return resolved
+
+
+def _cost(
+    graph: OperatorGraph,
+    members: list[int],
+    internal: set[StorageKey],
+    structure: _Structure,
+    bounded: tuple[_Banding, dict[tuple[int, int], tuple[int, int]]],
+    resident: dict[ir.Value, tuple[StorageKey, int]],
+    spm_elements: int,
+    searched: dict[TilingProblem, Tiling | None],
+    limit: int | None,
+) -> tuple[int, Callable[[], HaloGroupPlan]] | None:
+    """The exact traffic of running the group in these bands with these inputs kept
+    and a function building that plan (None if a tile does not fit or it reaches
+    `limit` bytes; only the cheapest option's plan is built). Branch and bound: the
+    operators with the largest floors are searched first, and the search stops as soon
+    as the traffic found plus the floors of the rest reach `limit`."""
+    banding, floors = bounded
+    kept = {key for key, _ in resident.values()}
+    on_chip = internal | kept
+    held = banding.elements + sum(aligned(elements) for _, elements in resident.values())
+    if held >= spm_elements:
+        return None
+    step = max(ALIGN_ELEMENTS, spm_elements // HALO_CAPACITY_STEPS)
+    capacity = (spm_elements - held) // step * step
+    loads: dict[int, int] = {}  # operator -> elements of kept inputs it loads first
+    charged: set[StorageKey] = set()
+    for index in members:
+        for use in graph.operators[index].inputs:
+            if use.storage in kept and use.storage not in charged:
+                charged.add(use.storage)
+                loads[index] = loads.get(index, 0) + sum(
+                    e for k, e in resident.values() if k == use.storage
+                )
+    tilings: dict[tuple[int, int], tuple[Tiling, bool]] = {}  # (operator, rows) -> tiling
+    order = sorted(floors.items(), key=lambda item: -item[1][0] * item[1][1])
+    total = 4 * (sum(loads.values()) + sum(count * floor for _, (count, floor) in order))
+    for (index, size), (count, floor) in order:
+        operator = graph.operators[index]
+        extents = list(operator.generic.extents)
+        extents[structure.loops[index]] = size
+        problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
+        if FULL_BAND_TILES:
+            problem = replace(problem, fixed_full=_full_loops(operator, structure.loops[index]))
+        if problem not in searched:
+            searched[problem] = search_tiling(problem)
+        found = searched[problem]
+        if found is None:
+            return None
+        tilings[index, size] = found, dummy
+        total += count * 4 * (found.traffic_elements - (1 if dummy else 0) - floor)
+        if limit is not None and total >= limit:
+            return None
+
+    def build() -> HaloGroupPlan:
+        bands = [banding.band(number) for number in range(len(banding.loops[members[-1]][0]))]
+        for number, band in enumerate(bands):
+            for index in members:
+                loop = structure.loops[index]
+                first, end = band.loops[index]
+                tiling, dummy = tilings[index, end - first]
+                extents = list(graph.operators[index].generic.extents)
+                extents[loop] = end - first
+                traffic = tiling.traffic_elements - (1 if dummy else 0)
+                if number == 0:
+                    traffic += loads.get(index, 0)
+                offsets = tuple(first if i == loop else 0 for i in range(len(extents)))
+                band.plans[index] = OperatorPlan(
+                    tuple(extents), None, tiling, dummy, traffic * 4, offsets=offsets
+                )
+        return HaloGroupPlan(
+            members,
+            internal,
+            banding.shapes,
+            0,
+            1,
+            held,
+            band_loops=dict(structure.loops),
+            band_dims={k: structure.dims[k] for k in internal},
+            band_height=banding.height,
+            bands=bands,
+            resident=dict(resident),
+        )
+
+    return total, build
+
+
+def _full_loops(operator: Operator, band_loop: int) -> tuple[bool, ...]:
+    """Loops a halo tile covers whole: the band loop (a band is a few rows) and the
+    reduction loops of its window (kh: a few taps). Fewer tilings to search."""
+    window = {
+        loop
+        for use in operator.inputs
+        for row in use.access.coeffs
+        if row[band_loop]
+        for loop, c in enumerate(row)
+        if c and operator.generic.is_reduction[loop]
+    }
+    return tuple(
+        loop == band_loop or loop in window for loop in range(len(operator.generic.extents))
+    )
+
+
+def _product(shape: tuple[int, ...]) -> int:
+    size = 1
+    for extent in shape:
+        size *= extent
+    return size
+
+
+def shift_access(access: AffineAccess, offsets: tuple[int, ...] | None) -> AffineAccess:
+    """`access` of an operator whose loop l runs from offsets[l] (a band), as an access
+    of loops starting at 0: the constants absorb the offsets."""
+    if offsets is None or not any(offsets):
+        return access
+    consts = tuple(
+        k + sum(c * o for c, o in zip(row, offsets, strict=True))
+        for row, k in zip(access.coeffs, access.consts, strict=True)
+    )
+    return AffineAccess(access.coeffs, consts, access.num_loops)

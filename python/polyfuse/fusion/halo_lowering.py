@@ -1,0 +1,158 @@
+"""Halo (row-band) groups: the lowering half (the plan is `halo.py`).
+
+A halo group is emitted when its last operator is reached, once per band, the band's
+row ranges compile-time constants:
+
+    accel.alloc every internal storage's band buffer (bytes 0..R of the scratchpad)
+    per band:
+      re-fill the buffers of padded storages whose band holds padding rows
+      per operator: `_FusedLowering._lower_operator` with the band's extents, loop
+      offsets (folded into the access constants) and tiling
+
+An internal storage's buffer holds rows [first, end) of the band; the location the
+operators see is the buffer shifted by `first` rows (a virtual origin), so every access
+stays in the storage's own coordinates. Padding columns are never written by a
+producer and keep the first fill; padding rows share buffer rows with interior rows of
+other bands, hence the re-fill.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from torch_mlir import ir
+
+from polyfuse.analysis.operators import static_shape
+from polyfuse.dialects import accel
+from polyfuse.fusion.graph import Operator, StorageKey
+from polyfuse.fusion.halo import Band, HaloGroupPlan
+from polyfuse.fusion.planner import GroupPlan, aligned
+from polyfuse.lowering import layer_by_layer as lbl
+from polyfuse.lowering.dram import DramTensor
+from polyfuse.lowering.tile_compute import TileView, emit_vector
+from polyfuse.lowering.tile_nest import merge_contiguous
+
+if TYPE_CHECKING:
+    from polyfuse.fusion.lowering import _FusedLowering
+
+
+def lower_halo_member(
+    lowering: _FusedLowering, operator: Operator, group: HaloGroupPlan
+) -> GroupPlan | None:
+    """Called for every operator of a halo group in program order; emits the whole group
+    at its last operator. Returns the group while it is still open."""
+    if operator.index == group.operators[0]:
+        with lowering.point:
+            _allocate(lowering, group)
+    if operator.index != group.operators[-1]:
+        return group
+    with lowering.point:
+        _plan_dram_outputs(lowering, group)
+        _load_resident(lowering, group)
+        for number, band in enumerate(group.bands):
+            _enter_band(lowering, group, band, number)
+            for index in group.operators:
+                lowering._lower_operator(lowering.graph.operators[index], group, band.plans[index])
+        for whole in [*lowering.spm[group.operators[0]].values(), *lowering.resident.values()]:
+            accel.dealloc(whole.buffer)
+        lowering.resident = {}
+    return None
+
+
+def _load_resident(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
+    """DMA every kept input into the scratchpad, above the band buffers, once."""
+    offset = sum(aligned(int(np.prod(s))) for s in group.slice_shapes.values())
+    for value, (_, elements) in group.resident.items():
+        source = lowering._location(value)
+        buffer = accel.alloc(elements, offset * 4)
+        offset += aligned(elements)
+        copy = DramTensor.whole(buffer, source.shape)
+        keep = [d for d, extent in enumerate(source.shape) if extent > 1] or [0]
+        shape, spm_strides, dram_strides = merge_contiguous(
+            [source.shape[d] for d in keep],
+            [copy.strides[d] for d in keep],
+            [source.strides[d] for d in keep],
+        )
+        token = accel.dma_start(
+            buffer,
+            source.buffer,
+            [],
+            shape,
+            [(0, ()), (source.offset, ())],
+            [spm_strides, dram_strides],
+        )
+        accel.dma_wait(token)
+        lowering.resident[value] = copy
+
+
+def _allocate(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
+    """accel.alloc one band buffer per internal storage; register the padded ones so
+    their `tensor.pad` ops (met before the group is emitted) are not lowered to DRAM."""
+    offset = 0
+    placed: dict[StorageKey, DramTensor] = {}
+    for key in sorted(group.slice_shapes, key=lambda k: lowering.graph.storages[k].order):
+        shape = group.slice_shapes[key]
+        elements = int(np.prod(shape))
+        buffer = accel.alloc(elements, offset * 4)
+        offset += aligned(elements)
+        whole = DramTensor.whole(buffer, shape)
+        placed[key] = whole
+        kind, owner = key
+        if kind == "pad":
+            assert isinstance(owner, ir.Operation)
+            lowering.pads[owner] = whole
+            lowering.state.pad_buffers[owner] = whole
+    lowering.spm[group.operators[0]] = placed
+
+
+def _plan_dram_outputs(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
+    """One DRAM buffer per DRAM result, written by every band (not one per band)."""
+    state = lowering.state
+    on_chip: set[ir.Value] = set()
+    for kind, owner in group.internal:
+        on_chip.add(owner if kind == "gen" else owner.operands[0])
+    for index in group.operators:
+        for result in lowering.graph.operators[index].op.results:
+            if result in on_chip or len(list(result.uses)) == 0:
+                continue
+            if state.planned.get(result) is None:
+                state.planned[result] = lbl._new_dram(state, static_shape(result))
+
+
+def _enter_band(lowering: _FusedLowering, group: HaloGroupPlan, band: Band, number: int) -> None:
+    """Point the internal storages' locations at the band's rows; fill padding."""
+    state = lowering.state
+    for key, whole in lowering.spm[group.operators[0]].items():
+        dim = group.band_dims[key]
+        first, end = band.rows[key]
+        offset = whole.offset - first * whole.strides[dim]
+        virtual = DramTensor(whole.buffer, whole.shape, whole.strides, offset)
+        kind, owner = key
+        if kind == "gen":
+            assert isinstance(owner, ir.Value)
+            state.planned[owner] = virtual
+            continue
+        assert isinstance(owner, ir.Operation)
+        low = list(ir.DenseI64ArrayAttr(owner.attributes["static_low"]))
+        state.locations[owner.result] = virtual
+        source_shape = list(static_shape(owner.operands[0]))
+        state.planned[owner.operands[0]] = virtual.slice(low, source_shape, [1] * len(low))
+        interior = lowering.graph.storages[key].shape[dim] - low[dim]
+        interior -= list(ir.DenseI64ArrayAttr(owner.attributes["static_high"]))[dim]
+        if number == 0 or first < low[dim] or end > low[dim] + interior:
+            emit_vector(
+                "copy",
+                TileView(whole.buffer, (1,)),
+                [TileView(None, scalar=lbl._pad_value(state, owner))],
+                (int(np.prod(whole.shape)),),
+            )
+    for key, (root, offsets) in group.aliases.items():  # inside their owner's buffer
+        whole = lowering.spm[group.operators[0]][root]
+        dim = group.band_dims[root]
+        origin = whole.offset - band.rows[root][0] * whole.strides[dim]
+        origin += sum(o * s for o, s in zip(offsets, whole.strides, strict=True))
+        owner = key[1]
+        assert key[0] == "gen" and isinstance(owner, ir.Value)
+        shape = lowering.graph.storages[key].shape
+        state.planned[owner] = DramTensor(whole.buffer, shape, whole.strides, origin)
