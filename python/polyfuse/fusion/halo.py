@@ -32,6 +32,7 @@ from polyfuse.analysis.operators import defining_op, static_shape
 from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
 from polyfuse.fusion.graph import OperandUse, Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.planner import (
+    CAPACITY_STEPS,
     GroupPlan,
     OperatorPlan,
     _identity_loop,
@@ -484,7 +485,6 @@ def _resident_candidates(
 
 RESIDENT_FRACTIONS = (0.0, 0.75)  # of the scratchpad the band buffers leave
 FULL_BAND_TILES = True
-HALO_CAPACITY_STEPS = 16  # coarser than `CAPACITY_STEPS`: fewer distinct tile searches
 
 
 def _resident_choices(
@@ -580,7 +580,10 @@ def _aliases(
         sources: list[StorageKey] = []
         if output.init is not None:
             sources.append(output.init)
-        if not operator.contraction and not any(operator.generic.is_reduction):
+        # An input can share the output's buffer only if nothing writes the output
+        # before the input is read: no reduction, no initial value copied in first.
+        in_place = not operator.contraction and not output.reads_init
+        if in_place and not any(operator.generic.is_reduction):
             sources += [
                 u.storage
                 for u in operator.inputs
@@ -632,7 +635,7 @@ def _cost(
     held = banding.elements + sum(aligned(elements) for _, elements in resident.values())
     if held >= spm_elements:
         return None
-    step = max(ALIGN_ELEMENTS, spm_elements // HALO_CAPACITY_STEPS)
+    step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
     capacity = (spm_elements - held) // step * step
     loads: dict[int, int] = {}  # operator -> elements of kept inputs it loads first
     charged: set[StorageKey] = set()
