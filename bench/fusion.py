@@ -41,6 +41,7 @@ from polyfuse.dialects import accel
 from polyfuse.dialects.verify import verify_accel
 from polyfuse.errors import PolyfuseError
 from polyfuse.frontend.importer import import_model
+from polyfuse.frontend.weight_layouts import fold_weight_layouts
 from polyfuse.fusion import lower_module_fused
 from polyfuse.fusion.affine_baseline import affine_baseline_bytes
 from polyfuse.models import SMALL, ZOO, get_model
@@ -97,6 +98,7 @@ def measure(
         accel.load_accel_dialect(imported.module.context)
         start = time.perf_counter()
         run_upstream(imported.module, UPSTREAM_PIPELINE)
+        fold_weight_layouts(imported.module, imported.weights)
         generalize_s = time.perf_counter() - start
     affine: dict[int, int | None] = {}
     affine_errors: dict[int, str] = {}

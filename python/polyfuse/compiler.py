@@ -26,6 +26,7 @@ from polyfuse.dialects import accel
 from polyfuse.dialects.verify import verify_accel
 from polyfuse.errors import PipelineError, PolyfuseError, UnsupportedError
 from polyfuse.frontend.importer import import_model
+from polyfuse.frontend.weight_layouts import fold_weight_layouts
 from polyfuse.lowering.allocator import allocate_module
 from polyfuse.lowering.contraction_embedding import EMBEDDINGS
 from polyfuse.lowering.layer_by_layer import OperatorRecord
@@ -192,6 +193,7 @@ def compile(
         accel.load_accel_dialect(module.context)
         start = time.perf_counter()
         run_upstream(module, UPSTREAM_PIPELINE)
+        fold_weight_layouts(module, imported.weights)  # weight transposes become weights
         seconds["generalize"] = time.perf_counter() - start
         snapshot("generalize", module)
 
