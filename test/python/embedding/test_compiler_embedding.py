@@ -65,17 +65,35 @@ def test_conv_with_three_input_channels_on_vta() -> None:
     assert fixed.report.stats.matmuls == 9 and csp.report.stats.matmuls == 3
 
 
+class ComputedWeightLinear(torch.nn.Module):
+    """x @ (2 W)^T: the transposed operand is computed at run time, not a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(40, 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ (2 * self.weight).t()
+
+
 def test_linear_with_batch_one_on_vta() -> None:
     torch.manual_seed(1)
-    model, x = torch.nn.Linear(64, 40).eval(), torch.randn(1, 64)
+    x = torch.randn(1, 64)
+    # A computed operand is not a weight to the fixed strategy: its 40 rows stream (the
+    # larger side), k = 64 in 4 blocks, one output column of 16: 4 * 40 cycles.
+    model = ComputedWeightLinear().eval()
     _, fixed_cycles = _compile_and_run(model, x, "vta", "fixed")
     _, csp_cycles = _compile_and_run(model, x, "vta", "csp")
-    # The transposed weight is computed, not a constant: its 40 rows stream (the larger
-    # side), k = 64 in 4 blocks, one output column of 16: 4 * 40 cycles.
-    assert fixed_cycles == 4 * 1 * 40
     # csp streams the batch row instead: 4 k blocks x 4 column blocks of 10 (40 = 4 x 10).
+    assert fixed_cycles == 4 * 1 * 40
     assert csp_cycles == 4 * 4 * 1
     assert fixed_cycles / csp_cycles == pytest.approx(10.0)
+    # nn.Linear's transposed weight is folded into a constant at compile time
+    # (frontend/weight_layouts.py), so the fixed strategy streams the batch row too.
+    linear = torch.nn.Linear(64, 40).eval()
+    _, fixed_cycles = _compile_and_run(linear, x, "vta", "fixed")
+    _, csp_cycles = _compile_and_run(linear, x, "vta", "csp")
+    assert fixed_cycles == csp_cycles == 4 * 4 * 1
 
 
 def test_weight_stationary_emulator_agrees_with_the_instruction_model() -> None:
