@@ -25,7 +25,7 @@ from torch_mlir import ir
 
 from polyfuse.analysis.operators import static_shape
 from polyfuse.dialects import accel
-from polyfuse.fusion.graph import Operator, StorageKey
+from polyfuse.fusion.graph import Operator
 from polyfuse.fusion.halo import Band, HaloGroupPlan
 from polyfuse.fusion.planner import GroupPlan, aligned
 from polyfuse.lowering import layer_by_layer as lbl
@@ -89,16 +89,8 @@ def _load_resident(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
 def _allocate(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
     """accel.alloc one band buffer per internal storage; register the padded ones so
     their `tensor.pad` ops (met before the group is emitted) are not lowered to DRAM."""
-    offset = 0
-    placed: dict[StorageKey, DramTensor] = {}
-    for key in sorted(group.slice_shapes, key=lambda k: lowering.graph.storages[k].order):
-        shape = group.slice_shapes[key]
-        elements = int(np.prod(shape))
-        buffer = accel.alloc(elements, offset * 4)
-        offset += aligned(elements)
-        whole = DramTensor.whole(buffer, shape)
-        placed[key] = whole
-        kind, owner = key
+    placed = lowering.allocate_slices(group.slice_shapes, group.slice_shapes)
+    for (kind, owner), whole in placed.items():
         if kind == "pad":
             assert isinstance(owner, ir.Operation)
             lowering.pads[owner] = whole

@@ -16,7 +16,7 @@ return) is lowered exactly as the layer-by-layer lowering does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,17 +145,26 @@ class _FusedLowering:
                     assert isinstance(owner, ir.Operation)
                     self.state.planned[owner.operands[0]] = None  # type: ignore[assignment]
 
-    def _allocate_internal(self, group: GroupPlan) -> None:
-        """accel.alloc every internal storage of `group` at scratchpad bytes 0..R."""
+    def allocate_slices(
+        self, keys: Iterable[StorageKey], shapes: dict[StorageKey, tuple[int, ...]]
+    ) -> dict[StorageKey, DramTensor]:
+        """accel.alloc one buffer of `shapes[key]` per storage, packed from scratchpad
+        byte 0 in the storages' creation order (deterministic layouts)."""
         offset = 0
         placed: dict[StorageKey, DramTensor] = {}
-        for key in sorted(group.internal, key=lambda k: self.graph.storages[k].order):
-            shape = group.slice_shapes[key]
+        for key in sorted(keys, key=lambda k: self.graph.storages[k].order):
+            shape = shapes[key]
             elements = int(np.prod(shape))
             buffer = accel.alloc(elements, offset * 4)
             offset += aligned(elements)
-            whole = DramTensor.whole(buffer, shape)
-            placed[key] = whole
+            placed[key] = DramTensor.whole(buffer, shape)
+        return placed
+
+    def _allocate_internal(self, group: GroupPlan) -> None:
+        """accel.alloc every internal storage of `group` at scratchpad bytes 0..R."""
+        placed = self.allocate_slices(group.internal, group.slice_shapes)
+        for key, whole in placed.items():
+            shape = group.slice_shapes[key]
             kind, owner = key
             if kind == "gen":
                 assert isinstance(owner, ir.Value)
