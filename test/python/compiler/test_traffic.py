@@ -6,33 +6,12 @@ emulator counts the bytes its executed DMAs moved; both must equal the hand coun
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 import polyfuse
-from polyfuse.targets import load_target
+from polyfuse.testing.targets import edge_like
 
-SMALL_TARGET = """
-name = "tiny"
-description = "edge with a 16 KiB scratchpad"
-[clock]
-mhz = 1000
-[scratchpad]
-bytes = 16384
-[dram]
-bytes_per_cycle = 16.0
-latency_cycles = 100
-[pe_array]
-rows = 32
-cols = 32
-dataflow = "weight-stationary"
-[vector]
-width = 32
-[types]
-inputs = ["float32"]
-accumulator = "float32"
-"""
+TARGET = edge_like(16384)  # hand-countable traffic under a small scratchpad
 
 
 class MatMul(torch.nn.Module):
@@ -60,32 +39,28 @@ def test_matmul_in_one_tile() -> None:
     assert planned == read + written
 
 
-def test_matmul_tiled_for_a_16_kib_scratchpad(tmp_path: Path) -> None:
+def test_matmul_tiled_for_a_16_kib_scratchpad() -> None:
     # 16 KiB = 4096 elements, 4048 after 64-byte alignment of three buffers. The best
     # tiling keeps all of M (64) and half of N (48) and steps K by 8:
     # 64*8 + 8*48 + 64*48 = 3968 elements. A is read once per N tile (2x), B once,
     # C written once (its zero init is a fill on chip):
     # reads 2*64*128 + 128*96 = 28672 elements, writes 64*96 = 6144 elements.
     # (That is the least-traffic tiling, which the "heuristic" embedding issues as is.)
-    path = tmp_path / "tiny.toml"
-    path.write_text(SMALL_TARGET)
     a, b = torch.randn(64, 128), torch.randn(128, 96)
-    read, written, planned = _traffic(MatMul(), [a, b], load_target(path), "heuristic")
+    read, written, planned = _traffic(MatMul(), [a, b], TARGET, "heuristic")
     assert read == 28672 * 4
     assert written == 6144 * 4
     assert planned == read + written
 
 
-def test_matmul_tiled_for_whole_pe_blocks(tmp_path: Path) -> None:
+def test_matmul_tiled_for_whole_pe_blocks() -> None:
     # The "csp" embedding issues K and N in whole 32-blocks of the 32x32 array, and the
     # planner's estimate (DMA at 16 B/cycle + 32 + 94 fill cycles per instruction) prefers
     # tiles of 32 along M, N and K to the least-traffic tiling above (K steps of 8 waste
     # 3/4 of the rows): A is read once per N tile (3x), B once per M tile (2x):
     # reads 3*64*128 + 2*128*96 = 49152 elements, writes 6144.
-    path = tmp_path / "tiny.toml"
-    path.write_text(SMALL_TARGET)
     a, b = torch.randn(64, 128), torch.randn(128, 96)
-    read, written, planned = _traffic(MatMul(), [a, b], load_target(path), "csp")
+    read, written, planned = _traffic(MatMul(), [a, b], TARGET, "csp")
     assert read == 49152 * 4
     assert written == 6144 * 4
     assert planned == read + written

@@ -8,34 +8,13 @@ both move the same bytes, without it a tiling may move more when estimated faste
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 import polyfuse
 from polyfuse.compiler import CompiledModel
-from polyfuse.targets import load_target
+from polyfuse.testing.targets import edge_like
 
-SMALL_TARGET = """
-name = "small"
-description = "edge with a 128 KiB scratchpad"
-[clock]
-mhz = 1000
-[scratchpad]
-bytes = 131072
-[dram]
-bytes_per_cycle = 16.0
-latency_cycles = 100
-[pe_array]
-rows = 32
-cols = 32
-dataflow = "weight-stationary"
-[vector]
-width = 32
-[types]
-inputs = ["float32"]
-accumulator = "float32"
-"""
+TARGET = edge_like(131072)  # hand-countable traffic under a small scratchpad
 
 
 class MatmulEpilogue(torch.nn.Module):
@@ -63,17 +42,14 @@ def _run(compiled: CompiledModel, x: torch.Tensor, reference: torch.Tensor) -> f
     return report.stats.cycles
 
 
-def test_double_buffering_reduces_cycles_with_the_same_bytes(tmp_path: Path) -> None:
-    path = tmp_path / "small.toml"
-    path.write_text(SMALL_TARGET)
-    target = load_target(path)
+def test_double_buffering_reduces_cycles_with_the_same_bytes() -> None:
     torch.manual_seed(0)
     model = MatmulEpilogue().eval()
     x = torch.randn(512, 256)
     with torch.no_grad():
         reference = model(x)
 
-    options = {"target": target, "schedule": "fused", "traffic_first": True}
+    options = {"target": TARGET, "schedule": "fused", "traffic_first": True}
     single = polyfuse.compile(model, [x], overlap=False, **options)  # type: ignore[arg-type]
     double = polyfuse.compile(model, [x], overlap=True, **options)  # type: ignore[arg-type]
     stages = [
@@ -95,7 +71,7 @@ def test_double_buffering_reduces_cycles_with_the_same_bytes(tmp_path: Path) -> 
 
     # Trading bytes for cycles never plans fewer bytes than traffic-first (every group's
     # tilings move at least their least traffic).
-    trading = polyfuse.compile(model, [x], target=target, schedule="fused")
+    trading = polyfuse.compile(model, [x], target=TARGET, schedule="fused")
     _run(trading, x, reference)
     assert trading.report is not None
     assert trading.report.dram_bytes >= double.report.dram_bytes

@@ -6,8 +6,6 @@ Every test compiles the same module layer by layer and fused, runs both on the e
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -15,28 +13,9 @@ import polyfuse
 from polyfuse.compiler import CompiledModel
 from polyfuse.fusion.halo import HaloGroupPlan
 from polyfuse.models import get_model
-from polyfuse.targets import load_target
+from polyfuse.testing.targets import edge_like
 
-TINY_TARGET = """
-name = "tiny"
-description = "edge with a 64 KiB scratchpad"
-[clock]
-mhz = 1000
-[scratchpad]
-bytes = 65536
-[dram]
-bytes_per_cycle = 16.0
-latency_cycles = 100
-[pe_array]
-rows = 32
-cols = 32
-dataflow = "weight-stationary"
-[vector]
-width = 32
-[types]
-inputs = ["float32"]
-accumulator = "float32"
-"""
+TARGET = edge_like(65536)  # hand-countable traffic under a small scratchpad
 
 
 class ElementwiseChain(torch.nn.Module):
@@ -111,15 +90,13 @@ def test_conv_block_fuses_and_removes_intermediates() -> None:
     assert layered.report.dram_bytes > fused.report.dram_bytes
 
 
-def test_tiled_group_under_a_small_scratchpad(tmp_path: Path) -> None:
+def test_tiled_group_under_a_small_scratchpad() -> None:
     # 64 KiB cannot hold the 32-channel intermediates whole: the planner tiles the group
     # (an outer loop along a shared dimension, or row bands with halos) and still
     # matches the emulator.
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_TARGET)
     torch.manual_seed(0)
     x = torch.randn(1, 32, 16, 16)
-    layered, fused = _compile_and_check(ConvBlock(32).eval(), [x], load_target(path))
+    layered, fused = _compile_and_check(ConvBlock(32).eval(), [x], TARGET)
     assert fused.report is not None and layered.report is not None
     groups = fused.fusion_plans[0].groups
     assert any(g.trips > 1 or (isinstance(g, HaloGroupPlan) and len(g.bands) > 1) for g in groups)
@@ -127,13 +104,11 @@ def test_tiled_group_under_a_small_scratchpad(tmp_path: Path) -> None:
     assert fused.report.stats.spm_peak_bytes <= 65536
 
 
-def test_shared_dimension_tiles_an_elementwise_chain(tmp_path: Path) -> None:
+def test_shared_dimension_tiles_an_elementwise_chain() -> None:
     # A 256 KiB chain cannot stay whole in 64 KiB; with no halo to band, the planner
     # runs the group under an outer loop along a shared dimension.
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_TARGET)
     x = torch.randn(256, 256)
-    layered, fused = _compile_and_check(ElementwiseChain(), [x], load_target(path))
+    layered, fused = _compile_and_check(ElementwiseChain(), [x], TARGET)
     assert fused.report is not None and layered.report is not None
     groups = fused.fusion_plans[0].groups
     assert any(g.trips > 1 for g in groups)

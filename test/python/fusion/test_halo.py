@@ -8,8 +8,6 @@ count, and the count against a figure derived here by hand from the band geometr
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import islpy as isl
 import numpy as np
 import pytest
@@ -22,28 +20,9 @@ from polyfuse.compiler import UPSTREAM_PIPELINE, CompiledModel, run_upstream
 from polyfuse.frontend.importer import import_model
 from polyfuse.fusion.graph import build_graph
 from polyfuse.fusion.halo import HaloGroupPlan, band_ranges, band_structure, footprint_floor
-from polyfuse.targets import load_target
+from polyfuse.testing.targets import edge_like
 
-SMALL_TARGET = """
-name = "small"
-description = "edge with a 32 KiB scratchpad"
-[clock]
-mhz = 1000
-[scratchpad]
-bytes = 32768
-[dram]
-bytes_per_cycle = 16.0
-latency_cycles = 100
-[pe_array]
-rows = 32
-cols = 32
-dataflow = "weight-stationary"
-[vector]
-width = 32
-[types]
-inputs = ["float32"]
-accumulator = "float32"
-"""
+TARGET = edge_like(32768)  # hand-countable traffic under a small scratchpad
 
 CHANNELS, SIZE = 8, 32
 
@@ -64,12 +43,10 @@ class TwoConvs(torch.nn.Module):
         return self.second(torch.relu(self.first(x)))
 
 
-def _compile(model: torch.nn.Module, tmp_path: Path) -> tuple[CompiledModel, torch.Tensor]:
-    path = tmp_path / "small.toml"
-    path.write_text(SMALL_TARGET)
+def _compile(model: torch.nn.Module) -> tuple[CompiledModel, torch.Tensor]:
     torch.manual_seed(0)
     x = torch.randn(1, CHANNELS, SIZE, SIZE)
-    compiled = polyfuse.compile(model, [x], target=load_target(path), schedule="fused")
+    compiled = polyfuse.compile(model, [x], target=TARGET, schedule="fused")
     assert compiled.fusion_fallback == ""
     output = compiled(x)
     assert isinstance(output, torch.Tensor)
@@ -111,11 +88,9 @@ def _hand_count(stride: int, height: int, weights: int, resident: bool) -> int:
 @pytest.mark.parametrize(
     ("stride", "depthwise"), [(1, False), (2, False), (1, True)], ids=["3x3", "stride2", "dw"]
 )
-def test_chain_runs_in_bands_with_the_hand_computed_traffic(
-    tmp_path: Path, stride: int, depthwise: bool
-) -> None:
+def test_chain_runs_in_bands_with_the_hand_computed_traffic(stride: int, depthwise: bool) -> None:
     model = TwoConvs(stride, depthwise).eval()
-    compiled, _ = _compile(model, tmp_path)
+    compiled, _ = _compile(model)
     groups = compiled.fusion_plans[0].groups
     halo = [g for g in groups if isinstance(g, HaloGroupPlan)]
     # One banded group holds the whole chain: the intermediate never touches DRAM.
@@ -201,19 +176,15 @@ def test_footprint_floor_is_below_every_strided_footprint() -> None:
     assert footprint_floor(diagonal, (5,)) == 5
 
 
-def test_halo_option_off_plans_no_band_groups(tmp_path: Path) -> None:
+def test_halo_option_off_plans_no_band_groups() -> None:
     # compile(halo=False) (CLI --no-halo) keeps the planner to plain groups: more bytes
     # on a chain whose intermediate does not fit, the same numerics.
-    path = tmp_path / "small.toml"
-    path.write_text(SMALL_TARGET)
     model = TwoConvs()
     torch.manual_seed(0)
     x = torch.randn(1, CHANNELS, SIZE, SIZE)
     moved = {}
     for halo in (True, False):
-        compiled = polyfuse.compile(
-            model, [x], target=load_target(path), schedule="fused", halo=halo
-        )
+        compiled = polyfuse.compile(model, [x], target=TARGET, schedule="fused", halo=halo)
         output = compiled(x)
         with torch.no_grad():
             torch.testing.assert_close(output, model(x), rtol=1e-4, atol=1e-4)
