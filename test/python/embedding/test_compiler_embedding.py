@@ -16,15 +16,9 @@ from polyfuse.compiler import CompiledModel
 from polyfuse.embedding import ConvParams, conv2d, enumerate_embeddings, instruction_model
 from polyfuse.embedding.solver import ACCEL_MATMUL_LIMITS
 from polyfuse.lowering.contraction_embedding import program_pe_cycles, reduction_boxes
-from polyfuse.runtime.emulator import set_num_threads
 from polyfuse.targets import load_target
 
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread_emulator() -> None:
-    set_num_threads(1)
 
 
 def _compile_and_run(

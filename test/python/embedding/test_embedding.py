@@ -25,19 +25,7 @@ from polyfuse.embedding.embedding import check_embedding
 from polyfuse.embedding.layout import layout_cost
 from polyfuse.embedding.lower import lower, run, trace_cycles
 from polyfuse.embedding.operators import ContractionOp
-from polyfuse.runtime.emulator import set_num_threads
 from polyfuse.targets import load_target
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread_emulator() -> None:
-    set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def vta() -> tuple:  # type: ignore[type-arg]
-    target = load_target("vta")
-    return target, instruction_model(target)
 
 
 @pytest.fixture(scope="module")

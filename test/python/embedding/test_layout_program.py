@@ -25,19 +25,8 @@ from polyfuse.embedding.layout_program import LHS, OUT, RHS, plan_layouts, stagi
 from polyfuse.embedding.lower import dram_buffers, machine_for, measure_layout, run
 from polyfuse.embedding.operators import ContractionOp
 from polyfuse.errors import ScratchpadCapacityError
-from polyfuse.runtime.emulator import FLOAT_BYTES, ExecutionStats, execute, set_num_threads
+from polyfuse.runtime.emulator import FLOAT_BYTES, ExecutionStats, execute
 from polyfuse.targets import Target, load_target
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread_emulator() -> None:
-    set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def vta() -> tuple[Target, InstructionModel]:
-    target = load_target("vta")
-    return target, instruction_model(target)
 
 
 def operands(op: ContractionOp, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
