@@ -123,3 +123,16 @@ class TransformerEncoderNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
+
+
+class ConvChain(nn.Module):
+    """conv 3x3 pad 1 -> ReLU -> conv 3x3 stride 2 pad 1, no bias (one generic per conv):
+    the halo of a strided chain, small enough to check element by element."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.second = nn.Conv2d(4, 3, 3, stride=2, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(torch.relu(self.first(x)))

@@ -10,18 +10,7 @@ from torch_mlir import ir
 from polyfuse.analysis.poly import PolyModel, build_module_model
 from polyfuse.compiler import UPSTREAM_PIPELINE, run_upstream
 from polyfuse.frontend.importer import import_model
-
-
-class ConvChain(torch.nn.Module):
-    """conv 3x3 pad 1 -> ReLU -> conv 3x3 stride 2 pad 1 (no bias: one generic per conv)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = torch.nn.Conv2d(2, 4, 3, padding=1, bias=False)
-        self.second = torch.nn.Conv2d(4, 3, 3, stride=2, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(torch.relu(self.first(x)))
+from polyfuse.models.small import ConvChain
 
 
 @pytest.fixture(scope="module")

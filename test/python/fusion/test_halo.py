@@ -20,6 +20,7 @@ from polyfuse.compiler import UPSTREAM_PIPELINE, CompiledModel, run_upstream
 from polyfuse.frontend.importer import import_model
 from polyfuse.fusion.graph import build_graph
 from polyfuse.fusion.halo import HaloGroupPlan, band_ranges, band_structure, footprint_floor
+from polyfuse.models.small import ConvChain
 from polyfuse.testing.targets import edge_like
 
 TARGET = edge_like(32768)  # hand-countable traffic under a small scratchpad
@@ -103,18 +104,6 @@ def test_chain_runs_in_bands_with_the_hand_computed_traffic(stride: int, depthwi
     expected = _hand_count(stride, halo[0].band_height, weights, kept == weights)
     assert compiled.report is not None
     assert compiled.report.dram_bytes == expected
-
-
-class ConvChain(torch.nn.Module):
-    """conv 3x3 pad 1 -> ReLU -> conv 3x3 stride 2 pad 1, no bias (as test_poly.py)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = torch.nn.Conv2d(2, 4, 3, padding=1, bias=False)
-        self.second = torch.nn.Conv2d(4, 3, 3, stride=2, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(torch.relu(self.first(x)))
 
 
 def _rows(footprint: isl.Set, dim: int) -> tuple[int, int]:
