@@ -67,21 +67,8 @@ def contraction_choice(operator: Operator, overlap: Overlap) -> ContractionChoic
 def _work(operator: Operator, extents: tuple[int, ...], target: Target) -> WorkEstimate:
     """The layer-by-layer lowering's cost model (tile_nest.WorkEstimate) of the operator
     over `extents` (one outer tile of its group)."""
-    iterations = float(math.prod(extents))
-    if operator.contraction:
-        return WorkEstimate(
-            compute_cycles=iterations / target.peak_macs_per_cycle,
-            per_tile_cycles=2 * target.pe_rows + target.pe_cols,
-            dram_bytes_per_cycle=target.dram_bytes_per_cycle,
-            dma_latency_cycles=target.dma_latency_cycles,
-        )
-    body_ops = max(1, len(list(operator.generic.body.operations)) - 1)  # without the yield
-    return WorkEstimate(
-        compute_cycles=iterations * body_ops / target.vector_width,
-        per_tile_cycles=target.vector_latency_cycles * body_ops,
-        dram_bytes_per_cycle=target.dram_bytes_per_cycle,
-        dma_latency_cycles=target.dma_latency_cycles,
-    )
+    body_ops = len(list(operator.generic.body.operations)) - 1  # without the yield
+    return WorkEstimate.of(target, float(math.prod(extents)), operator.contraction, body_ops)
 
 
 def schedule_operator(

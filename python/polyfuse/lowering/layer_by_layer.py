@@ -432,16 +432,7 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
     )
     target = state.target
     iterations = float(np.prod(generic.extents))
-    work = WorkEstimate(
-        compute_cycles=iterations / target.peak_macs_per_cycle
-        if contraction is not None
-        else iterations * max(1, len(plan.ops)) / target.vector_width,
-        per_tile_cycles=2 * target.pe_rows + target.pe_cols
-        if contraction is not None
-        else target.vector_latency_cycles * max(1, len(plan.ops)),
-        dram_bytes_per_cycle=target.dram_bytes_per_cycle,
-        dma_latency_cycles=target.dma_latency_cycles,
-    )
+    work = WorkEstimate.of(target, iterations, contraction is not None, len(plan.ops))
     tiling, stages = plan_buffering(problem, target.scratchpad_bytes // 4, state.buffers, work)
     if choice is not None and choice.embedding is not None and tiling is not None:
         tiling, stages = _blocked_tiling(choice, problem, work, (tiling, stages), state)

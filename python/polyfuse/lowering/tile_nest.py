@@ -45,6 +45,7 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
 from polyfuse.dialects import accel
 from polyfuse.lowering.dram import DramTensor, row_major_strides
+from polyfuse.targets import Target
 
 ALIGN_ELEMENTS = 16  # 64-byte alignment of scratchpad buffers
 
@@ -368,6 +369,23 @@ class WorkEstimate:
     per_tile_cycles: float  # fixed cost of each tile's compute (array fill and drain)
     dram_bytes_per_cycle: float
     dma_latency_cycles: float
+
+    @staticmethod
+    def of(target: Target, iterations: float, contraction: bool, body_ops: int) -> WorkEstimate:
+        """The estimate for `iterations` loop points on `target`'s PE array (a
+        contraction: MACs per cycle, fill and drain per tile) or vector unit (`body_ops`
+        operations per point, the pipeline latency per tile)."""
+        ops = max(1, body_ops)
+        return WorkEstimate(
+            compute_cycles=iterations / target.peak_macs_per_cycle
+            if contraction
+            else iterations * ops / target.vector_width,
+            per_tile_cycles=2 * target.pe_rows + target.pe_cols
+            if contraction
+            else target.vector_latency_cycles * ops,
+            dram_bytes_per_cycle=target.dram_bytes_per_cycle,
+            dma_latency_cycles=target.dma_latency_cycles,
+        )
 
 
 def estimate_cycles(
