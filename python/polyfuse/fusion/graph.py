@@ -33,6 +33,9 @@ class Storage:
     users: set[int] = field(default_factory=set)
     external: bool = False  # used by something other than an operator (return, copies)
     viewed: bool = False  # read through a reshape or slice
+    # read through a view that is not a unit-dim reshape (see `view_rows`): its rows
+    # cannot be matched to an operator's loops
+    opaque_view: bool = False
     order: int = 0  # creation order (deterministic layouts)
 
     @property
@@ -55,6 +58,9 @@ class OperandUse:
     init: StorageKey | None = None  # outputs: the storage of the initial value read
     init_scalar: bool = False  # outputs: initialised with a scalar (a fill)
     reads_init: bool = False
+    # The storage row each access row indexes (`view_rows`): the identity without a
+    # view; None when read through a view other than unit-dim reshapes.
+    storage_rows: tuple[int | None, ...] | None = None
 
 
 @dataclass
@@ -152,6 +158,55 @@ def storage_of(value: ir.Value) -> tuple[StorageKey, bool]:
         return ("other", value), viewed
 
 
+def _reshape_rows(op: ir.Operation) -> list[int | None] | None:
+    """For a collapse/expand_shape that only adds or drops unit dims (every reassociation
+    group has at most one dim of more than one element), the source dim each result dim
+    is (None: a unit dim); None for any other view."""
+    if op.name not in ("tensor.collapse_shape", "tensor.expand_shape"):
+        return None
+    groups = [
+        [ir.IntegerAttr(d).value for d in ir.ArrayAttr(g)] for g in op.attributes["reassociation"]
+    ]
+    source, result = static_shape(op.operands[0]), static_shape(op.result)
+    rows: list[int | None] = [None] * len(result)
+    for position, group in enumerate(groups):
+        if op.name == "tensor.expand_shape":  # group: result dims of source dim `position`
+            wide = [d for d in group if result[d] != 1]
+            if len(wide) > 1:
+                return None
+            for dim in wide:
+                rows[dim] = position
+        else:  # group: source dims of result dim `position`
+            wide = [d for d in group if source[d] != 1]
+            if len(wide) > 1:
+                return None
+            rows[position] = wide[0] if wide else None
+    return rows
+
+
+def view_rows(value: ir.Value) -> tuple[int | None, ...] | None:
+    """The row of its storage each row of `value` indexes, when `value` is the storage
+    itself or reaches it through reshapes that only add or drop unit dims (None for a
+    unit row); None through any other view (or into a padded storage's interior).
+
+    This is what lets a fusion group tile a shared dimension through such reshapes, as
+    BERT's attention needs (`[12,128,128]` read as `[1,12,128,128]`)."""
+    rows: list[int | None] = list(range(len(static_shape(value))))
+    crossed = False
+    while True:
+        owner = defining_op(value)
+        if owner is None or owner.name not in VIEWS:
+            break
+        step = _reshape_rows(owner)
+        if step is None:
+            return None
+        rows = [None if r is None else step[r] for r in rows]
+        value, crossed = owner.operands[0], True
+    if crossed and storage_of(value)[0][0] not in ("gen", "arg"):
+        return None  # a pad's interior: its coordinates are offset by the padding
+    return tuple(rows)
+
+
 def build_graph(func_op: ir.Operation) -> OperatorGraph:
     block = func_op.regions[0].blocks[0]
     ops = [o.operation for o in block.operations]
@@ -220,14 +275,20 @@ def build_graph(func_op: ir.Operation) -> OperatorGraph:
             s = storage(key, operand.value)
             s.users.add(index)
             s.viewed |= viewed
-            inputs.append(OperandUse(key, operand.access, viewed, False, position))
+            rows = view_rows(operand.value)
+            s.opaque_view |= rows is None
+            inputs.append(
+                OperandUse(key, operand.access, viewed, False, position, storage_rows=rows)
+            )
         outputs: list[OperandUse] = []
         for position, operand in enumerate(outputs_live):
             assert operand.result is not None
             key, viewed = storage_of(operand.result)
             s = storage(key, operand.result)
             s.producer = index
-            use = OperandUse(key, operand.access, viewed, True, position)
+            rows = view_rows(operand.result)
+            s.opaque_view |= rows is None
+            use = OperandUse(key, operand.access, viewed, True, position, storage_rows=rows)
             if operand.block_arg in used:
                 use.reads_init = True
                 init_owner = defining_op(operand.value)
@@ -238,6 +299,7 @@ def build_graph(func_op: ir.Operation) -> OperatorGraph:
                     init_storage = storage(init_key, operand.value)
                     init_storage.users.add(index)
                     init_storage.viewed |= init_viewed
+                    init_storage.opaque_view |= init_viewed
                     use.init = init_key
             outputs.append(use)
         roles = (

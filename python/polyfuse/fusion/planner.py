@@ -154,24 +154,34 @@ def shared_dimensions(
                 if key is None or key not in internal:
                     continue
                 storage = graph.storages[key]
-                for row in range(use.access.rank):
-                    identity = _identity_loop(use.access, row)
-                    # A view's rows index the view, not the storage: no padding lookup.
-                    viewed = storage.viewed or use.through_view
-                    padded = (
-                        not viewed
-                        and bool(storage.low)
-                        and bool(storage.low[row] or storage.high[row])
+                # An output's initial value is read with the output's access.
+                rows = use.storage_rows if key == use.storage else tuple(range(use.access.rank))
+                if storage.opaque_view or rows is None:
+                    # A view's rows index the view, not the storage: nothing is shared.
+                    blocked.update(("S", key, row) for row in range(len(storage.shape)))
+                    blocked.update(
+                        ("L", index, loop)
+                        for coeffs in use.access.coeffs
+                        for loop, c in enumerate(coeffs)
+                        if c
                     )
-                    if identity is None or padded or viewed:
-                        blocked.add(("S", key, row))
+                    continue
+                for row, storage_row in enumerate(rows):
+                    identity = _identity_loop(use.access, row)
+                    if storage_row is None:  # a unit dim a reshape added: no storage row
+                        continue
+                    padded = bool(storage.low) and bool(
+                        storage.low[storage_row] or storage.high[storage_row]
+                    )
+                    if identity is None or padded:
+                        blocked.add(("S", key, storage_row))
                         blocked.update(
                             ("L", index, other)
                             for other, c in enumerate(use.access.coeffs[row])
                             if c
                         )
                     else:
-                        union.union(("L", index, identity), ("S", key, row))
+                        union.union(("L", index, identity), ("S", key, storage_row))
     classes: dict[object, list[object]] = {}
     for node in list(union.parent):
         classes.setdefault(union.find(node), []).append(node)
@@ -202,9 +212,11 @@ def _storage_dims(
         for use in [*operator.inputs, *operator.outputs]:
             if use.storage not in internal:
                 continue
-            for row in range(use.access.rank):
-                if _identity_loop(use.access, row) == shared[index]:
-                    dims[use.storage] = row
+            if use.storage_rows is None:
+                continue  # through a view: blocked in `shared_dimensions`
+            for row, storage_row in enumerate(use.storage_rows):
+                if storage_row is not None and _identity_loop(use.access, row) == shared[index]:
+                    dims[use.storage] = storage_row
     return dims
 
 
@@ -261,6 +273,14 @@ def _plan_group(
                 candidates.append((dimension, tile))
     best: GroupPlan | None = None
     least_resident = spm_elements + 1
+    if internal and len(candidates) == 1:
+        # No shared dimension yet, but a later operator may connect one (a reduction's
+        # result read back by the next operator, as softmax's max is): growing the group
+        # stops only when even slices one element thick along a dimension cannot fit.
+        least_resident = sum(
+            aligned(graph.storages[key].elements // max(graph.storages[key].shape))
+            for key in internal
+        )
     for shared, tile in candidates:
         dims = _storage_dims(graph, members, internal, shared) if shared else {}
         slices: dict[StorageKey, tuple[int, ...]] = {}

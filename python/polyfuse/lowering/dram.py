@@ -7,6 +7,7 @@ cost no traffic; only operators move bytes.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,17 @@ class DramTensor:
         return DramTensor(self.buffer, tuple(shape), tuple(strides), self.offset)
 
     def expand(self, groups: Sequence[Sequence[int]], new_shape: Sequence[int]) -> DramTensor:
+        """The expanded view. When this tensor is a slice of the tensor the reshape was
+        written for (a fusion group's tile of a shared dim), a group may only add unit
+        dims; its one wider dim takes the slice's size."""
+        new_shape = list(new_shape)
+        for source_dim, group in enumerate(groups):
+            if math.prod(new_shape[d] for d in group) == self.shape[source_dim]:
+                continue
+            wide = [d for d in group if new_shape[d] != 1]
+            if len(wide) != 1:
+                raise ValueError(f"cannot expand dim {source_dim} of a slice {self.shape}")
+            new_shape[wide[0]] = self.shape[source_dim]
         strides: list[int] = [0] * len(new_shape)
         for source_dim, group in enumerate(groups):
             running = self.strides[source_dim]
