@@ -126,3 +126,40 @@ def test_small_models(name: str) -> None:
 def test_unknown_schedule_is_an_error() -> None:
     with pytest.raises(polyfuse.PolyfuseError, match="schedule"):
         polyfuse.compile(ElementwiseChain(), [torch.randn(4)], schedule="depth-first")
+
+
+class Attention(torch.nn.Module):
+    """softmax(Q K^T / sqrt(d)) V over `heads` heads, the way BERT writes it (views and
+    permutes around batched matmuls)."""
+
+    def __init__(self, heads: int = 4, head_dim: int = 16) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = q.shape
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, tokens, self.heads, self.head_dim).permute(0, 2, 1, 3)
+
+        scores = split(q) @ split(k).transpose(-1, -2) / self.head_dim**0.5
+        context = scores.softmax(-1) @ split(v)
+        return context.permute(0, 2, 1, 3).reshape(batch, tokens, self.heads * self.head_dim)
+
+
+def test_attention_fuses_per_head_through_reshapes() -> None:
+    # All heads' scores (4 x 64 x 64, several copies) do not fit in 192 KiB, one head's
+    # do: the whole attention is one group looping over heads (the head dimension is
+    # shared through the unit-dim reshapes between the batched matmuls and the softmax),
+    # so it reads q, k, v and writes the context, each exactly once. The function
+    # returns a reshape of the context, which the lowering copies into the result buffer
+    # (read + write, as layer by layer does).
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 64, 64) for _ in range(3))
+    layered, fused = _compile_and_check(Attention().eval(), [q, k, v], edge_like(196608))
+    assert fused.report is not None and layered.report is not None
+    groups = fused.fusion_plans[0].groups
+    assert len(groups) == 1 and groups[0].trips > 1
+    tensor = 64 * 64 * 4
+    assert fused.fusion_plans[0].predicted_bytes == 4 * tensor
+    assert fused.report.dram_bytes == 4 * tensor + 2 * tensor
