@@ -28,7 +28,7 @@ import numpy as np
 from torch_mlir import ir
 
 from polyfuse.analysis.affine import AffineAccess
-from polyfuse.analysis.operators import defining_op, static_shape
+from polyfuse.analysis.operators import defining_op
 from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
 from polyfuse.fusion.graph import OperandUse, Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.planner import (
@@ -40,9 +40,16 @@ from polyfuse.fusion.planner import (
     aligned,
     operator_problem,
 )
+from polyfuse.fusion.resident import (
+    Resident,
+    first_loads,
+    resident_candidates,
+    resident_choices,
+)
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 
 BAND_CANDIDATES = 3  # largest fitting power-of-two band heights tried per group
+FULL_BAND_TILES = True
 Range = tuple[int, int]  # [first, end)
 Ranges = tuple[np.ndarray, np.ndarray]  # [first, end) of every band
 
@@ -64,10 +71,6 @@ class HaloGroupPlan(GroupPlan):
     band_dims: dict[StorageKey, int] = field(default_factory=dict)  # storage -> band dim
     band_height: int = 0  # output rows of the last operator per band
     bands: list[Band] = field(default_factory=list)
-    # Band-invariant DRAM inputs (weights, biases) loaded once into the scratchpad after
-    # the band buffers and kept for all bands: value -> (storage, elements). Their load
-    # is charged to the first band's plan of the first operator reading them.
-    resident: dict[ir.Value, tuple[StorageKey, int]] = field(default_factory=dict)
     # Internal storages kept inside another one's buffer (see `_aliases`): storage ->
     # (the storage owning the buffer, offset of its coords in the owner's coords).
     aliases: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]] = field(default_factory=dict)
@@ -326,10 +329,10 @@ def plan_halo_group(
                 break
     if not structure.halo:
         return None, least  # a shared dimension does the same (`planner.py`)
-    candidates = _resident_candidates(graph, members, structure)
+    candidates = resident_candidates(graph, members, structure.loops)
     options = []  # (lower bound, banding, kept inputs), cheapest bound first
     for banding in shaped:
-        for choice in _resident_choices(candidates, spm_elements - banding.elements):
+        for choice in resident_choices(candidates, spm_elements - banding.elements):
             floors = _floors(graph, members, internal, structure, banding, choice)
             floor = _lower_bound(floors, choice)
             options.append((floor, banding, choice, floors))
@@ -379,7 +382,7 @@ def _floors(
     internal: set[StorageKey],
     structure: _Structure,
     banding: _Banding,
-    resident: dict[ir.Value, tuple[StorageKey, int]],
+    resident: Resident,
 ) -> dict[tuple[int, int], tuple[int, int]]:
     """(operator, rows) -> (bands with that many rows, elements no tiling of one such
     band moves fewer of: its DRAM operands' footprint floors)."""
@@ -395,9 +398,7 @@ def _floors(
     return floors
 
 
-def _lower_bound(
-    floors: dict[tuple[int, int], tuple[int, int]], resident: dict[ir.Value, tuple[StorageKey, int]]
-) -> int:
+def _lower_bound(floors: dict[tuple[int, int], tuple[int, int]], resident: Resident) -> int:
     """Bytes no tiling of these bands can beat (prunes before the tile search)."""
     kept = sum(elements for _, elements in resident.values())
     return 4 * (kept + sum(count * floor for count, floor in floors.values()))
@@ -452,56 +453,6 @@ def _heights(extent: int) -> list[int]:
         heights.append(height)
         height *= 2
     return [*heights, extent]
-
-
-def _resident_candidates(
-    graph: OperatorGraph, members: list[int], structure: _Structure
-) -> dict[ir.Value, tuple[StorageKey, int]]:
-    """DRAM inputs no band changes: not produced in the group, read independently of
-    every reader's band loop, every read through the same value (largest first)."""
-    member_set = set(members)
-    values: dict[ir.Value, tuple[StorageKey, int]] = {}
-    by_storage: dict[StorageKey, set[ir.Value]] = {}
-    banded: set[StorageKey] = set()
-    for index in members:
-        operator = graph.operators[index]
-        for use in operator.inputs:
-            key = use.storage
-            if key is None or graph.storages[key].producer in member_set:
-                continue
-            if use.access.coeffs and any(row[structure.loops[index]] for row in use.access.coeffs):
-                banded.add(key)
-                continue
-            value = _operand_value(operator, use, False)
-            by_storage.setdefault(key, set()).add(value)
-            values[value] = (key, _product(static_shape(value)))
-    kept = {
-        value: entry
-        for value, entry in values.items()
-        if entry[0] not in banded and len(by_storage[entry[0]]) == 1
-    }
-    return dict(sorted(kept.items(), key=lambda item: -item[1][1]))
-
-
-RESIDENT_FRACTIONS = (0.0, 0.75)  # of the scratchpad the band buffers leave
-FULL_BAND_TILES = True
-
-
-def _resident_choices(
-    candidates: dict[ir.Value, tuple[StorageKey, int]], free: int
-) -> list[dict[ir.Value, tuple[StorageKey, int]]]:
-    """Greedy (largest first) sets of resident inputs filling a few fractions of `free`."""
-    choices: list[dict[ir.Value, tuple[StorageKey, int]]] = []
-    for fraction in RESIDENT_FRACTIONS:
-        budget = int(free * fraction)
-        choice: dict[ir.Value, tuple[StorageKey, int]] = {}
-        for value, (key, elements) in candidates.items():
-            if aligned(elements) <= budget:
-                choice[value] = (key, elements)
-                budget -= aligned(elements)
-        if choice not in choices:
-            choices.append(choice)
-    return choices
 
 
 @dataclass
@@ -619,7 +570,7 @@ def _cost(
     internal: set[StorageKey],
     structure: _Structure,
     bounded: tuple[_Banding, dict[tuple[int, int], tuple[int, int]]],
-    resident: dict[ir.Value, tuple[StorageKey, int]],
+    resident: Resident,
     spm_elements: int,
     searched: dict[TilingProblem, Tiling | None],
     limit: int | None,
@@ -637,15 +588,7 @@ def _cost(
         return None
     step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
     capacity = (spm_elements - held) // step * step
-    loads: dict[int, int] = {}  # operator -> elements of kept inputs it loads first
-    charged: set[StorageKey] = set()
-    for index in members:
-        for use in graph.operators[index].inputs:
-            if use.storage in kept and use.storage not in charged:
-                charged.add(use.storage)
-                loads[index] = loads.get(index, 0) + sum(
-                    e for k, e in resident.values() if k == use.storage
-                )
+    loads = first_loads(graph, members, resident)  # charged to the first band
     tilings: dict[tuple[int, int], tuple[Tiling, bool]] = {}  # (operator, rows) -> tiling
     order = sorted(floors.items(), key=lambda item: -item[1][0] * item[1][1])
     total = 4 * (sum(loads.values()) + sum(count * floor for _, (count, floor) in order))

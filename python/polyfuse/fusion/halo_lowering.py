@@ -27,11 +27,10 @@ from polyfuse.analysis.operators import static_shape
 from polyfuse.dialects import accel
 from polyfuse.fusion.graph import Operator
 from polyfuse.fusion.halo import Band, HaloGroupPlan
-from polyfuse.fusion.planner import GroupPlan, aligned
+from polyfuse.fusion.planner import GroupPlan
 from polyfuse.lowering import layer_by_layer as lbl
 from polyfuse.lowering.dram import DramTensor
 from polyfuse.lowering.tile_compute import TileView, emit_vector
-from polyfuse.lowering.tile_nest import merge_contiguous
 
 if TYPE_CHECKING:
     from polyfuse.fusion.lowering import _FusedLowering
@@ -49,7 +48,7 @@ def lower_halo_member(
         return group
     with lowering.point:
         _plan_dram_outputs(lowering, group)
-        _load_resident(lowering, group)
+        lowering.load_resident(group)
         for number, band in enumerate(group.bands):
             _enter_band(lowering, group, band, number)
             for index in group.operators:
@@ -58,32 +57,6 @@ def lower_halo_member(
             accel.dealloc(whole.buffer)
         lowering.resident = {}
     return None
-
-
-def _load_resident(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
-    """DMA every kept input into the scratchpad, above the band buffers, once."""
-    offset = sum(aligned(int(np.prod(s))) for s in group.slice_shapes.values())
-    for value, (_, elements) in group.resident.items():
-        source = lowering._location(value)
-        buffer = accel.alloc(elements, offset * 4)
-        offset += aligned(elements)
-        copy = DramTensor.whole(buffer, source.shape)
-        keep = [d for d, extent in enumerate(source.shape) if extent > 1] or [0]
-        shape, spm_strides, dram_strides = merge_contiguous(
-            [source.shape[d] for d in keep],
-            [copy.strides[d] for d in keep],
-            [source.strides[d] for d in keep],
-        )
-        token = accel.dma_start(
-            buffer,
-            source.buffer,
-            [],
-            shape,
-            [(0, ()), (source.offset, ())],
-            [spm_strides, dram_strides],
-        )
-        accel.dma_wait(token)
-        lowering.resident[value] = copy
 
 
 def _allocate(lowering: _FusedLowering, group: HaloGroupPlan) -> None:

@@ -50,6 +50,7 @@ from polyfuse.lowering.tile_nest import (
     TileOperand,
     allocate_tiles,
     deallocate_tiles,
+    merge_contiguous,
 )
 from polyfuse.lowering.vector_body import BodyEmitter, plan_body
 from polyfuse.targets import Target
@@ -130,7 +131,7 @@ class _FusedLowering:
         self.outer_iv: ir.Value | None = None
         self.open_group: GroupPlan | None = None
         self.top_down = False  # where the next operator's tiles go (ScratchpadArena)
-        self.resident: dict[ir.Value, DramTensor] = {}  # inputs a halo group keeps on chip
+        self.resident: dict[ir.Value, DramTensor] = {}  # the open group's resident inputs
         self.point = ir.InsertionPoint(state.entry)  # where the next op goes
         assert state.entry is not None
 
@@ -181,6 +182,32 @@ class _FusedLowering:
             self.state.planned[owner.operands[0]] = whole.slice(low, source_shape, [1] * len(shape))
         self.spm[group.operators[0]] = placed
 
+    def load_resident(self, group: GroupPlan) -> None:
+        """DMA every resident input (`resident.py`) into the scratchpad once, above the
+        internal storages, where the group's operators read it."""
+        offset = sum(aligned(int(np.prod(s))) for s in group.slice_shapes.values())
+        for value, (_, elements) in group.resident.items():
+            source = self._location(value)
+            buffer = accel.alloc(elements, offset * 4)
+            offset += aligned(elements)
+            copy = DramTensor.whole(buffer, source.shape)
+            keep = [d for d, extent in enumerate(source.shape) if extent > 1] or [0]
+            shape, spm_strides, dram_strides = merge_contiguous(
+                [source.shape[d] for d in keep],
+                [copy.strides[d] for d in keep],
+                [source.strides[d] for d in keep],
+            )
+            token = accel.dma_start(
+                buffer,
+                source.buffer,
+                [],
+                shape,
+                [(0, ()), (source.offset, ())],
+                [spm_strides, dram_strides],
+            )
+            accel.dma_wait(token)
+            self.resident[value] = copy
+
     # --- ops -----------------------------------------------------------------------
 
     def lower_op(self, op: ir.Operation) -> None:
@@ -213,6 +240,7 @@ class _FusedLowering:
         with self.point:
             self._allocate_internal(group)
             self._fill_borders(group)
+            self.load_resident(group)
         if group.trips > 1:
             loop = affine.AffineForOp(0, group.trips)
             with ir.InsertionPoint(loop.body):
@@ -239,8 +267,9 @@ class _FusedLowering:
         self.point = ir.InsertionPoint(self.state.entry)
         self.outer_iv = None
         with self.point:
-            for whole in self.spm[group.operators[0]].values():
+            for whole in [*self.spm[group.operators[0]].values(), *self.resident.values()]:
                 accel.dealloc(whole.buffer)
+        self.resident = {}
 
     # --- one operator --------------------------------------------------------------
 
@@ -276,7 +305,7 @@ class _FusedLowering:
             location = self._location(operand.value)
             if location.buffer in state.globals.values():
                 weights.add(index)
-            location = self.resident.get(operand.value, location)  # halo: kept on chip
+            location = self.resident.get(operand.value, location)  # kept on chip
             inputs[index] = _Operand(
                 shift_access(operand.access, plan.offsets),
                 location,

@@ -36,6 +36,12 @@ from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, s
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.overlap import Overlap, contraction_choice, schedule_operator
+from polyfuse.fusion.resident import (
+    Resident,
+    first_loads,
+    resident_candidates,
+    resident_choices,
+)
 from polyfuse.lowering.contraction_embedding import ContractionChoice
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 
@@ -64,6 +70,7 @@ class OperatorPlan:
     # Where each loop starts (halo bands, `halo.py`): the operator runs loop l over
     # offsets[l] + [0, extents[l]). None: every loop starts at 0.
     offsets: tuple[int, ...] | None = None
+    preload: int = 0  # elements of resident inputs it loads once, before the group's loop
 
 
 @dataclass
@@ -73,8 +80,12 @@ class GroupPlan:
     slice_shapes: dict[StorageKey, tuple[int, ...]]
     outer_tile: int  # along the shared dimension (its extent when not tiled)
     trips: int
-    resident_elements: int
+    resident_elements: int  # scratchpad elements held for the whole group
     plans: dict[int, OperatorPlan] = field(default_factory=dict)
+    # DRAM inputs loaded once into the scratchpad after the internal storages and kept
+    # for every outer tile or band (`resident.py`); their load is charged to the plan
+    # of the first operator reading them (its `preload`).
+    resident: Resident = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -296,47 +307,79 @@ def _plan_group(
             least_resident = min(least_resident, resident)
             if resident >= spm_elements:
                 continue
-            step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
-            capacity = (spm_elements - resident) // step * step
             trips = 1
             if shared is not None:
                 first = graph.operators[members[0]]
                 trips = first.generic.extents[shared[members[0]]] // tile
-            group = GroupPlan(
-                members,
-                internal,
-                slices,
-                tile if shared else 0,
-                trips,
-                resident,
-            )
-            feasible = True
-            for index in members:
-                operator = graph.operators[index]
-                extents = list(operator.generic.extents)
-                loop = shared[index] if shared is not None else None
-                if loop is not None:
-                    extents[loop] = tile
-                problem, dummy = operator_problem(operator, internal, tuple(extents), capacity)
-                if problem not in searched:
-                    searched[problem] = search_tiling(problem)
-                tiling = searched[problem]
-                if tiling is None:
-                    feasible = False
-                    break
-                traffic = tiling.traffic_elements - (1 if dummy else 0)
-                group.plans[index] = OperatorPlan(
-                    tuple(extents),
-                    loop,
-                    tiling,
-                    dummy,
-                    traffic * 4 * trips,
-                    problem=problem,
-                    capacity=capacity,
+            choices: list[Resident] = [{}]
+            if shared is not None:  # inputs every outer tile reads whole: load them once?
+                candidates_kept = resident_candidates(graph, members, shared)
+                choices = resident_choices(candidates_kept, spm_elements - resident)
+            for kept in choices:
+                group = _plan_candidate(
+                    graph,
+                    members,
+                    (internal, slices, resident),
+                    (shared, tile, trips),
+                    kept,
+                    spm_elements,
+                    searched,
                 )
-            if feasible and (best is None or group.bytes < best.bytes):
-                best = group
+                if group is not None and (best is None or group.bytes < best.bytes):
+                    best = group
     return best, least_resident
+
+
+def _plan_candidate(
+    graph: OperatorGraph,
+    members: list[int],
+    storages: tuple[set[StorageKey], dict[StorageKey, tuple[int, ...]], int],
+    outer: tuple[dict[int, int] | None, int, int],
+    kept: Resident,
+    spm_elements: int,
+    searched: dict[TilingProblem, Tiling | None],
+) -> GroupPlan | None:
+    """One candidate of `_plan_group`: internal storages (their slices taking `held`
+    elements), the outer loop (shared dimension, tile, trips) and the resident inputs;
+    every operator at its least-traffic tiling in the scratchpad left (None if a tile
+    does not fit)."""
+    internal, slices, held = storages
+    shared, tile, trips = outer
+    held += sum(aligned(elements) for _, elements in kept.values())
+    if held >= spm_elements:
+        return None
+    step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
+    capacity = (spm_elements - held) // step * step
+    on_chip = internal | {key for key, _ in kept.values()}
+    loads = first_loads(graph, members, kept)
+    group = GroupPlan(
+        members, internal, slices, tile if shared else 0, trips, held, resident=dict(kept)
+    )
+    for index in members:
+        operator = graph.operators[index]
+        extents = list(operator.generic.extents)
+        loop = shared[index] if shared is not None else None
+        if loop is not None:
+            extents[loop] = tile
+        problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
+        if problem not in searched:
+            searched[problem] = search_tiling(problem)
+        tiling = searched[problem]
+        if tiling is None:
+            return None
+        traffic = tiling.traffic_elements - (1 if dummy else 0)
+        preload = loads.get(index, 0)
+        group.plans[index] = OperatorPlan(
+            tuple(extents),
+            loop,
+            tiling,
+            dummy,
+            (traffic * trips + preload) * 4,
+            problem=problem,
+            capacity=capacity,
+            preload=preload,
+        )
+    return group
 
 
 def _product(shape: tuple[int, ...]) -> int:
@@ -429,4 +472,4 @@ def _schedule_for_speed(graph: OperatorGraph, groups: list[GroupPlan], overlap: 
             plan.tiling = schedule.tiling
             plan.stages = schedule.stages
             plan.choice = choice
-            plan.bytes = traffic * 4 * group.trips
+            plan.bytes = (traffic * group.trips + plan.preload) * 4

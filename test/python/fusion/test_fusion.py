@@ -163,3 +163,26 @@ def test_attention_fuses_per_head_through_reshapes() -> None:
     tensor = 64 * 64 * 4
     assert fused.fusion_plans[0].predicted_bytes == 4 * tensor
     assert fused.report.dram_bytes == 4 * tensor + 2 * tensor
+
+
+class LinearReLU(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(256, 1024)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.linear(x)) * 2.0
+
+
+def test_resident_input_is_read_once_across_outer_tiles() -> None:
+    # The 16 x 1024 intermediates do not fit 64 KiB whole, so the group runs under an
+    # outer loop over output features; x (16 x 256) is read whole by every outer tile.
+    # Kept resident it is loaded once: every tensor moves exactly once.
+    torch.manual_seed(0)
+    x = torch.randn(16, 256)
+    layered, fused = _compile_and_check(LinearReLU().eval(), [x], TARGET)
+    assert fused.report is not None and layered.report is not None
+    groups = fused.fusion_plans[0].groups
+    assert len(groups) == 1 and groups[0].trips > 1 and groups[0].resident
+    compulsory = 16 * 256 + 256 * 1024 + 1024 + 16 * 1024
+    assert fused.report.dram_bytes == compulsory * 4

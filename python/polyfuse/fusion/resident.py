@@ -1,0 +1,96 @@
+"""Inputs a group keeps resident in the scratchpad for its whole run.
+
+A group that runs several times over the same data (a halo group's bands, a plain
+group's outer tiles along a shared dimension) re-reads every DRAM input whose reads do
+not depend on that loop: a matmul's activations when the outer loop runs over output
+features, a convolution chain's weights in every band. Loading such an input once,
+before the first band or tile, and reading it on chip costs its size once instead of
+its tiling traffic times the trips, at the price of scratchpad the operators' tiles no
+longer get. The planners try a few greedy choices (`resident_choices`) and keep the
+cheapest exact cost.
+"""
+
+from __future__ import annotations
+
+from torch_mlir import ir
+
+from polyfuse.analysis.operators import static_shape
+from polyfuse.fusion.graph import OperandUse, Operator, OperatorGraph, StorageKey
+from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
+
+Resident = dict[ir.Value, tuple[StorageKey, int]]  # value -> (its storage, elements)
+RESIDENT_FRACTIONS = (0.0, 0.75)  # of the scratchpad the group's own buffers leave
+
+
+def _aligned(elements: int) -> int:
+    return -(-elements // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
+
+
+def _input_value(operator: Operator, use: OperandUse) -> ir.Value:
+    return operator.generic.inputs[use.index].value
+
+
+def resident_candidates(
+    graph: OperatorGraph, members: list[int], loops: dict[int, int]
+) -> Resident:
+    """DRAM inputs the group's repeated loop does not change: not produced in the group,
+    not an output's initial value, read independently of every reader's loop in `loops`
+    (operator -> the loop the group repeats), every read through the same value;
+    largest first."""
+    member_set = set(members)
+    values: Resident = {}
+    by_storage: dict[StorageKey, set[ir.Value]] = {}
+    varying: set[StorageKey] = set()
+    for index in members:
+        operator = graph.operators[index]
+        varying.update(u.init for u in operator.outputs if u.init is not None)
+        for use in operator.inputs:
+            key = use.storage
+            if key is None or graph.storages[key].producer in member_set:
+                continue
+            if any(row[loops[index]] for row in use.access.coeffs):
+                varying.add(key)
+                continue
+            value = _input_value(operator, use)
+            by_storage.setdefault(key, set()).add(value)
+            elements = 1
+            for extent in static_shape(value):
+                elements *= extent
+            values[value] = (key, elements)
+    kept = {
+        value: entry
+        for value, entry in values.items()
+        if entry[0] not in varying and len(by_storage[entry[0]]) == 1
+    }
+    return dict(sorted(kept.items(), key=lambda item: -item[1][1]))
+
+
+def resident_choices(candidates: Resident, free: int) -> list[Resident]:
+    """Greedy (largest first) sets of resident inputs filling a few fractions of `free`."""
+    choices: list[Resident] = []
+    for fraction in RESIDENT_FRACTIONS:
+        budget = int(free * fraction)
+        choice: Resident = {}
+        for value, (key, elements) in candidates.items():
+            if _aligned(elements) <= budget:
+                choice[value] = (key, elements)
+                budget -= _aligned(elements)
+        if choice not in choices:
+            choices.append(choice)
+    return choices
+
+
+def first_loads(graph: OperatorGraph, members: list[int], resident: Resident) -> dict[int, int]:
+    """Operator -> elements of resident inputs charged to it: each input's one load goes
+    to the first member reading it."""
+    loads: dict[int, int] = {}
+    charged: set[StorageKey] = set()
+    kept = {key for key, _ in resident.values()}
+    for index in members:
+        for use in graph.operators[index].inputs:
+            if use.storage in kept and use.storage not in charged:
+                charged.add(use.storage)
+                loads[index] = loads.get(index, 0) + sum(
+                    e for k, e in resident.values() if k == use.storage
+                )
+    return loads
