@@ -45,7 +45,12 @@ from polyfuse.fusion.resident import (
 from polyfuse.lowering.contraction_embedding import ContractionChoice
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 
+# A group has at most 12 operators of more than 4096 iterations, and 24 in all: the
+# limit bounds planning time, which the large operators' tile searches dominate (a layer
+# norm's per-row statistics are 6 of its 16 operators).
 MAX_GROUP_OPERATORS = 12
+MAX_GROUP_SMALL_OPERATORS = 12
+SMALL_OPERATOR_ITERATIONS = 4096
 CAPACITY_STEPS = 64  # inner capacities are rounded down to 1/64 of the scratchpad
 TILE_CANDIDATES = 5  # largest outer tiles tried per shared dimension
 
@@ -311,10 +316,9 @@ def _plan_group(
             if shared is not None:
                 first = graph.operators[members[0]]
                 trips = first.generic.extents[shared[members[0]]] // tile
-            choices: list[Resident] = [{}]
-            if shared is not None:  # inputs every outer tile reads whole: load them once?
-                candidates_kept = resident_candidates(graph, members, shared)
-                choices = resident_choices(candidates_kept, spm_elements - resident)
+            # Inputs every outer tile reads whole, or several members read: load once?
+            candidates_kept = resident_candidates(graph, members, shared)
+            choices = resident_choices(candidates_kept, spm_elements - resident)
             for kept in choices:
                 group = _plan_candidate(
                     graph,
@@ -382,6 +386,10 @@ def _plan_candidate(
     return group
 
 
+def _iterations(operator: Operator) -> int:
+    return _product(operator.generic.extents)
+
+
 def _product(shape: tuple[int, ...]) -> int:
     size = 1
     for extent in shape:
@@ -414,7 +422,12 @@ def plan_fusion(
     for start in range(count):
         if start > 0 and cost[start] < 0:
             continue
-        for end in range(start + 1, min(count, start + MAX_GROUP_OPERATORS) + 1):
+        large = 0
+        limit = MAX_GROUP_OPERATORS + MAX_GROUP_SMALL_OPERATORS
+        for end in range(start + 1, min(count, start + limit) + 1):
+            large += _iterations(graph.operators[end - 1]) > SMALL_OPERATOR_ITERATIONS
+            if large > MAX_GROUP_OPERATORS or end - start - large > MAX_GROUP_SMALL_OPERATORS:
+                break
             if end - 1 > start and end - 1 in graph.after_copy:
                 break  # data-movement ops use the scratchpad from byte 0: never inside a group
             members = list(range(start, end))

@@ -31,15 +31,17 @@ def _input_value(operator: Operator, use: OperandUse) -> ir.Value:
 
 
 def resident_candidates(
-    graph: OperatorGraph, members: list[int], loops: dict[int, int]
+    graph: OperatorGraph, members: list[int], loops: dict[int, int] | None
 ) -> Resident:
     """DRAM inputs the group's repeated loop does not change: not produced in the group,
     not an output's initial value, read independently of every reader's loop in `loops`
     (operator -> the loop the group repeats), every read through the same value;
-    largest first."""
+    largest first. Without a repeated loop (`loops` None): the inputs more than one
+    member reads (a layer norm's input, read by its statistics and its normalisation)."""
     member_set = set(members)
     values: Resident = {}
     by_storage: dict[StorageKey, set[ir.Value]] = {}
+    readers: dict[StorageKey, set[int]] = {}
     varying: set[StorageKey] = set()
     for index in members:
         operator = graph.operators[index]
@@ -48,7 +50,8 @@ def resident_candidates(
             key = use.storage
             if key is None or graph.storages[key].producer in member_set:
                 continue
-            if any(row[loops[index]] for row in use.access.coeffs):
+            readers.setdefault(key, set()).add(index)
+            if loops is not None and any(row[loops[index]] for row in use.access.coeffs):
                 varying.add(key)
                 continue
             value = _input_value(operator, use)
@@ -60,7 +63,9 @@ def resident_candidates(
     kept = {
         value: entry
         for value, entry in values.items()
-        if entry[0] not in varying and len(by_storage[entry[0]]) == 1
+        if entry[0] not in varying
+        and len(by_storage[entry[0]]) == 1
+        and (loops is not None or len(readers[entry[0]]) > 1)
     }
     return dict(sorted(kept.items(), key=lambda item: -item[1][1]))
 

@@ -186,3 +186,15 @@ def test_resident_input_is_read_once_across_outer_tiles() -> None:
     assert len(groups) == 1 and groups[0].trips > 1 and groups[0].resident
     compulsory = 16 * 256 + 256 * 1024 + 1024 + 16 * 1024
     assert fused.report.dram_bytes == compulsory * 4
+
+
+def test_layer_norm_is_one_group() -> None:
+    # torch-mlir decomposes a layer norm into 16 generics, 6 of them per-row statistics
+    # of 64 iterations: the group size limit counts the 10 large ones, so the whole norm
+    # is one group that reads x once.
+    torch.manual_seed(0)
+    x = torch.randn(64, 256)
+    layered, fused = _compile_and_check(torch.nn.LayerNorm(256).eval(), [x], "edge")
+    assert fused.report is not None and layered.report is not None
+    assert len(fused.fusion_plans[0].groups) == 1
+    assert fused.report.dram_bytes == (2 * 64 * 256 + 2 * 256) * 4
