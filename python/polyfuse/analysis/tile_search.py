@@ -162,12 +162,16 @@ def search_tiling(problem: TilingProblem) -> Tiling | None:
     """The least-traffic tiling that fits, or None when no tiling fits."""
     grids = _grid(_candidates(problem))
     extents = np.array(problem.extents, dtype=np.int64)
+    # Every access row of every operand at once: its width over each tile.
+    rows = [row for operand in problem.operands for row in operand.access.coeffs]
+    coeffs = np.abs(np.array(rows, dtype=np.int64).reshape(len(rows), len(problem.extents)))
+    widths = (grids - 1) @ coeffs.T + 1
     boxes = []
+    first = 0
     for operand in problem.operands:
-        box = np.ones(len(grids), dtype=np.int64)
-        for row in operand.access.coeffs:
-            box *= (grids - 1) @ np.abs(np.array(row, dtype=np.int64)) + 1
-        boxes.append(box)
+        end = first + len(operand.access.coeffs)
+        boxes.append(np.prod(widths[:, first:end], axis=1))
+        first = end
     footprint = sum(boxes) + problem.temporaries * np.prod(grids, axis=1)
     feasible = footprint <= problem.capacity_elements
     if not feasible.any():
