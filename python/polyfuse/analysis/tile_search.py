@@ -180,10 +180,11 @@ def search_tiling(problem: TilingProblem) -> Tiling | None:
     boxes = [box[feasible] for box in boxes]
     trips = extents[None, :] // grids
 
-    # An operand is loaded (product of the trips down to the innermost tile loop it
-    # depends on) times. Every loop it depends on counts whatever the order (one with a
-    # single trip multiplies by 1); a loop it does not depend on counts only if a loop
-    # it depends on, with more than one trip, runs inside it. The factors depend on the
+    # An operand is loaded as often as the product of the trips down to the innermost
+    # tile loop (with more than one trip) it depends on. So every loop it depends on
+    # counts whatever the order (one with a single trip multiplies by 1), and a loop it
+    # does not depend on counts only if a loop it depends on, with more than one trip,
+    # runs inside it. The factors depend on the
     # order only through (loop, dependent loops inside it), so they are shared between
     # orders and operands: the search runs many small orders over few hundred tilings,
     # where numpy's per-call cost, not the arithmetic, is what takes the time.
