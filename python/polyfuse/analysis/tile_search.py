@@ -62,8 +62,9 @@ class Tiling:
         return tuple(e // t for e, t in zip(extents, self.tile, strict=True))
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+@lru_cache(maxsize=1024)
+def _divisors(n: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, n + 1) if n % d == 0)
 
 
 def box_elements(access: AffineAccess, tile: tuple[int, ...]) -> int:
@@ -81,12 +82,25 @@ def _candidates(problem: TilingProblem) -> list[list[int]]:
         elif problem.multiple_of and problem.multiple_of[loop] > 1:
             lists.append([d for d in _divisors(extent) if d % problem.multiple_of[loop] == 0])
         else:
-            lists.append(_divisors(extent))
+            lists.append(list(_divisors(extent)))
     total = int(np.prod([len(c) for c in lists], dtype=np.float64))
     if total > MAX_CANDIDATE_TILINGS:
         # Too many combinations: keep powers of two and the full extent.
         lists = [sorted({d for d in c if d & (d - 1) == 0} | {c[-1]}) for c in lists]
     return lists
+
+
+def _grid(lists: list[list[int]]) -> np.ndarray:
+    """Every combination of one value per list, one per row, in `itertools.product`'s
+    order (the last list varies fastest). Filled by broadcasting one column at a time:
+    a list of tuples is slow for grids of thousands of tilings."""
+    sizes = [len(values) for values in lists]
+    grid = np.empty((*sizes, len(lists)), dtype=np.int64)
+    for position, values in enumerate(lists):
+        along = [1] * len(lists)
+        along[position] = len(values)
+        grid[..., position] = np.array(values, dtype=np.int64).reshape(along)
+    return grid.reshape(int(np.prod(sizes)), len(lists))
 
 
 def _full_orders(problem: TilingProblem) -> list[tuple[int, ...]]:
@@ -106,16 +120,27 @@ def _full_orders(problem: TilingProblem) -> list[tuple[int, ...]]:
     return [tuple(p) + r for p in itertools.permutations(parallel) for r in reduction_orders]
 
 
-def _repeats(dependent: np.ndarray, trips: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
-    """How often an operand is loaded: the product of the trips down to the innermost
-    loop (with more than one trip) that it depends on, per candidate tiling."""
-    if not order:
-        return np.ones(len(trips), dtype=np.int64)
-    ordered = trips[:, list(order)]
-    effective = dependent[list(order)][None, :] & (ordered > 1)
-    cumulative = np.cumprod(ordered, axis=1)
-    last = ordered.shape[1] - 1 - np.argmax(effective[:, ::-1], axis=1)
-    return np.where(effective.any(axis=1), cumulative[np.arange(len(trips)), last], 1)
+# Per operand and loop order: (loop, the loops inside it the operand depends on) for
+# every loop it does not depend on with such loops inside it (see `search_tiling`).
+_Factors = tuple[tuple[int, frozenset[int]], ...]
+
+
+def _factor_keys(used: frozenset[int], order: tuple[int, ...]) -> _Factors:
+    keys = []
+    for position, loop in enumerate(order):
+        inner = used.intersection(order[position + 1 :])
+        if loop not in used and inner:
+            keys.append((loop, inner))
+    return tuple(keys)
+
+
+def _reload_factor(
+    trips: np.ndarray, reloads: np.ndarray, loop: int, inner: frozenset[int]
+) -> np.ndarray:
+    """Per candidate tiling, the factor a loop the operand does not depend on adds to its
+    loads: the loop's trips if a loop inside it that the operand depends on has more
+    than one trip (the operand is loaded again each time around), else 1."""
+    return np.where(reloads[:, sorted(inner)].any(axis=1), trips[:, loop], 1)
 
 
 def _load_depths(
@@ -135,14 +160,18 @@ def _load_depths(
 @lru_cache(maxsize=4096)
 def search_tiling(problem: TilingProblem) -> Tiling | None:
     """The least-traffic tiling that fits, or None when no tiling fits."""
-    grids = np.array(list(itertools.product(*_candidates(problem))), dtype=np.int64)
+    grids = _grid(_candidates(problem))
     extents = np.array(problem.extents, dtype=np.int64)
+    # Every access row of every operand at once: its width over each tile.
+    rows = [row for operand in problem.operands for row in operand.access.coeffs]
+    coeffs = np.abs(np.array(rows, dtype=np.int64).reshape(len(rows), len(problem.extents)))
+    widths = (grids - 1) @ coeffs.T + 1
     boxes = []
+    first = 0
     for operand in problem.operands:
-        box = np.ones(len(grids), dtype=np.int64)
-        for row in operand.access.coeffs:
-            box *= (grids - 1) @ np.abs(np.array(row, dtype=np.int64)) + 1
-        boxes.append(box)
+        end = first + len(operand.access.coeffs)
+        boxes.append(np.prod(widths[:, first:end], axis=1))
+        first = end
     footprint = sum(boxes) + problem.temporaries * np.prod(grids, axis=1)
     feasible = footprint <= problem.capacity_elements
     if not feasible.any():
@@ -151,16 +180,41 @@ def search_tiling(problem: TilingProblem) -> Tiling | None:
     boxes = [box[feasible] for box in boxes]
     trips = extents[None, :] // grids
 
+    # An operand is loaded as often as the product of the trips down to the innermost
+    # tile loop (with more than one trip) it depends on. So every loop it depends on
+    # counts whatever the order (one with a single trip multiplies by 1), and a loop it
+    # does not depend on counts only if a loop it depends on, with more than one trip,
+    # runs inside it. The factors depend on the
+    # order only through (loop, dependent loops inside it), so they are shared between
+    # orders and operands: the search runs many small orders over few hundred tilings,
+    # where numpy's per-call cost, not the arithmetic, is what takes the time.
+    reloads = trips > 1
+    factors: dict[tuple[int, frozenset[int]], np.ndarray] = {}
+    loads: dict[tuple[int, _Factors], np.ndarray] = {}  # (operand, its factors) -> loads
+    used = [operand.access.loops_used() for operand in problem.operands]
+    own = []  # per operand: box x moves x the trips of the loops it depends on
+    for operand, box, loops in zip(problem.operands, boxes, used, strict=True):
+        moves = (2 if operand.reads else 1) if operand.is_output else 1
+        own.append(box * moves * np.prod(trips[:, sorted(loops)], axis=1))
     best_traffic = np.full(len(grids), np.iinfo(np.int64).max, dtype=np.int64)
     best_order = np.zeros(len(grids), dtype=np.int64)
     orders = _full_orders(problem)
+    evaluated: set[tuple[_Factors, ...]] = set()
     for order_index, order in enumerate(orders):
+        keys = tuple(_factor_keys(loops, order) for loops in used)
+        if keys in evaluated:
+            continue  # the same traffic as an earlier order, which wins ties
+        evaluated.add(keys)
         traffic = np.zeros(len(grids), dtype=np.int64)
-        for operand, box in zip(problem.operands, boxes, strict=True):
-            dependent = np.zeros(len(problem.extents), dtype=bool)
-            dependent[list(operand.access.loops_used())] = True
-            moves = (2 if operand.reads else 1) if operand.is_output else 1
-            traffic += box * _repeats(dependent, trips, order) * moves
+        for number, key in enumerate(keys):
+            if (number, key) not in loads:
+                product = own[number]
+                for loop, inner in key:
+                    if (loop, inner) not in factors:
+                        factors[loop, inner] = _reload_factor(trips, reloads, loop, inner)
+                    product = product * factors[loop, inner]
+                loads[number, key] = product
+            traffic += loads[number, key]
         better = traffic < best_traffic
         best_traffic[better] = traffic[better]
         best_order[better] = order_index

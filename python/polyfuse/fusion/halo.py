@@ -20,6 +20,7 @@ band shares with the next are computed again, never kept.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -179,15 +180,16 @@ def _read_range(
     access: AffineAccess, row: int, loop: int, band: Ranges, extents: tuple[int, ...]
 ) -> Ranges:
     """Hull of row `row` of `access` over each band on `loop`, every other loop whole."""
-    low = high = np.full_like(band[0], access.consts[row])
+    # The other loops' part is the same for every band: summed in Python ints first, so
+    # the arrays (a few bands each) see four numpy operations, not two per loop.
+    low = high = access.consts[row]
     for other, c in enumerate(access.coeffs[row]):
-        if other == loop:
-            low = low + np.minimum(c * band[0], c * (band[1] - 1))
-            high = high + np.maximum(c * band[0], c * (band[1] - 1))
-        else:
-            low = low + min(0, c * (extents[other] - 1))
-            high = high + max(0, c * (extents[other] - 1))
-    return low, high + 1
+        if other != loop:
+            low += min(0, c * (extents[other] - 1))
+            high += max(0, c * (extents[other] - 1))
+    c = access.coeffs[row][loop]
+    first, last = c * band[0], c * (band[1] - 1)
+    return np.minimum(first, last) + low, np.maximum(first, last) + high + 1
 
 
 def _hull(a: Ranges | None, b: Ranges) -> Ranges:
@@ -370,8 +372,7 @@ def _band_counts(banding: _Banding, members: list[int]) -> dict[tuple[int, int],
     counts = banding.counts
     for index in members:
         first, end = banding.loops[index]
-        sizes, number = np.unique(end - first, return_counts=True)
-        for size, count in zip(sizes.tolist(), number.tolist(), strict=True):
+        for size, count in sorted(Counter((end - first).tolist()).items()):  # as np.unique
             counts[index, size] = count
     return counts
 
