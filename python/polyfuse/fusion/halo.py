@@ -76,6 +76,9 @@ class HaloGroupPlan(GroupPlan):
     def bytes(self) -> int:
         return sum(p.bytes for band in self.bands for p in band.plans.values())
 
+    def operator_plans(self) -> list[tuple[int, OperatorPlan]]:
+        return [item for band in self.bands for item in band.plans.items()]
+
 
 @dataclass
 class _Structure:
@@ -646,7 +649,8 @@ def _cost(
                 loads[index] = loads.get(index, 0) + sum(
                     e for k, e in resident.values() if k == use.storage
                 )
-    tilings: dict[tuple[int, int], tuple[Tiling, bool]] = {}  # (operator, rows) -> tiling
+    # (operator, rows) -> its tiling, whether the problem has a stand-in operand, the problem
+    tilings: dict[tuple[int, int], tuple[Tiling, bool, TilingProblem]] = {}
     order = sorted(floors.items(), key=lambda item: -item[1][0] * item[1][1])
     total = 4 * (sum(loads.values()) + sum(count * floor for _, (count, floor) in order))
     for (index, size), (count, floor) in order:
@@ -661,7 +665,7 @@ def _cost(
         found = searched[problem]
         if found is None:
             return None
-        tilings[index, size] = found, dummy
+        tilings[index, size] = found, dummy, problem
         total += count * 4 * (found.traffic_elements - (1 if dummy else 0) - floor)
         if limit is not None and total >= limit:
             return None
@@ -672,7 +676,7 @@ def _cost(
             for index in members:
                 loop = structure.loops[index]
                 first, end = band.loops[index]
-                tiling, dummy = tilings[index, end - first]
+                tiling, dummy, problem = tilings[index, end - first]
                 extents = list(graph.operators[index].generic.extents)
                 extents[loop] = end - first
                 traffic = tiling.traffic_elements - (1 if dummy else 0)
@@ -680,7 +684,14 @@ def _cost(
                     traffic += loads.get(index, 0)
                 offsets = tuple(first if i == loop else 0 for i in range(len(extents)))
                 band.plans[index] = OperatorPlan(
-                    tuple(extents), None, tiling, dummy, traffic * 4, offsets=offsets
+                    tuple(extents),
+                    None,
+                    tiling,
+                    dummy,
+                    traffic * 4,
+                    problem=problem,
+                    capacity=capacity,
+                    offsets=offsets,
                 )
         return HaloGroupPlan(
             members,

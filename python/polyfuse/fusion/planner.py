@@ -35,7 +35,12 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_tiling
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
-from polyfuse.fusion.overlap import Overlap, contraction_choice, schedule_operator
+from polyfuse.fusion.overlap import (
+    OperatorSchedule,
+    Overlap,
+    contraction_choice,
+    schedule_operator,
+)
 from polyfuse.lowering.contraction_embedding import ContractionChoice
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 
@@ -79,6 +84,10 @@ class GroupPlan:
     @property
     def bytes(self) -> int:
         return sum(p.bytes for p in self.plans.values())
+
+    def operator_plans(self) -> list[tuple[int, OperatorPlan]]:
+        """Every (operator, plan) the lowering emits (a halo group: one per band)."""
+        return list(self.plans.items())
 
 
 @dataclass
@@ -397,16 +406,23 @@ def plan_fusion(
 
 def _schedule_for_speed(graph: OperatorGraph, groups: list[GroupPlan], overlap: Overlap) -> None:
     """Re-tile every operator of the chosen groups with `overlap.schedule_operator` (in
-    the capacity the group left it) and price it by what the new tiling moves."""
+    the capacity the group left it) and price it by what the new tiling moves. The bands
+    of a halo group are re-tiled the same way, in the capacity above the band buffers and
+    kept inputs (a band's plan also carries the kept inputs' one-time load: unchanged)."""
     for group in groups:
-        for index, plan in group.plans.items():
+        scheduled: dict[tuple[int, TilingProblem, int], OperatorSchedule] = {}
+        for index, plan in group.operator_plans():
             operator = graph.operators[index]
             choice = contraction_choice(operator, overlap)
             assert plan.problem is not None
-            schedule = schedule_operator(operator, plan.problem, plan.capacity, choice, overlap)
-            assert schedule is not None  # the least-traffic tiling is a candidate
-            traffic = schedule.tiling.traffic_elements - (1 if plan.dummy else 0)
+            key = (index, plan.problem, plan.capacity)
+            if key not in scheduled:
+                found = schedule_operator(operator, plan.problem, plan.capacity, choice, overlap)
+                assert found is not None  # the least-traffic tiling is a candidate
+                scheduled[key] = found
+            schedule = scheduled[key]
+            moved = schedule.tiling.traffic_elements - plan.tiling.traffic_elements
             plan.tiling = schedule.tiling
             plan.stages = schedule.stages
             plan.choice = choice
-            plan.bytes = traffic * 4 * group.trips
+            plan.bytes += moved * 4 * group.trips
