@@ -55,6 +55,7 @@ class OperatorSchedule:
     tiling: Tiling
     stages: int  # buffer copies of the operands moved in the innermost tile loop
     choice: ContractionChoice | None  # contractions: how they are issued
+    cycles: float = 0.0  # the estimate that chose it (0 without an `Overlap`)
 
 
 def contraction_choice(operator: Operator, overlap: Overlap) -> ContractionChoice | None:
@@ -119,7 +120,7 @@ def schedule_operator(
                     best = (
                         estimate,
                         tiling.traffic_elements,
-                        OperatorSchedule(tiling, stages, choice),
+                        OperatorSchedule(tiling, stages, choice, estimate),
                     )
     assert best is not None  # the least-traffic tiling itself is always a candidate
     return best[2]

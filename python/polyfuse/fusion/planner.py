@@ -69,6 +69,7 @@ class OperatorPlan:
     # Where each loop starts (halo bands, `halo.py`): the operator runs loop l over
     # offsets[l] + [0, extents[l]). None: every loop starts at 0.
     offsets: tuple[int, ...] | None = None
+    cycles: float = 0.0  # estimated, once tiled for speed (`overlap.schedule_operator`)
 
 
 @dataclass
@@ -88,6 +89,11 @@ class GroupPlan:
     def operator_plans(self) -> list[tuple[int, OperatorPlan]]:
         """Every (operator, plan) the lowering emits (a halo group: one per band)."""
         return list(self.plans.items())
+
+    @property
+    def cycles(self) -> float:
+        """Estimated cycles: its operators' estimates added (see `overlap.py`)."""
+        return sum(plan.cycles for _, plan in self.operator_plans())
 
 
 @dataclass
@@ -343,20 +349,29 @@ def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
 
 
 def plan_fusion(
-    graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = None, halo: bool = True
+    graph: OperatorGraph,
+    spm_bytes: int,
+    overlap: Overlap | None = None,
+    halo: bool = True,
+    searched: dict[TilingProblem, Tiling | None] | None = None,
 ) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic.
 
     Without `overlap` every operator is single-buffered with its least-traffic tiling.
-    `halo` also tries row-band groups of convolution chains (halo.py) as candidates."""
-    from polyfuse.fusion.halo import plan_halo_group  # halo builds on this module
+    `halo` also tries row-band groups of convolution chains (halo.py) as candidates.
+    With an `overlap` that may trade bytes (not `traffic_first`), the partition without
+    halo groups is planned too and, between the points where both cut, the one with
+    fewer estimated cycles is taken (`_faster_segments`): halo groups move fewer bytes
+    but recompute rows. `searched` caches tilings across calls."""
+    from polyfuse.fusion.halo import HaloGroupPlan, plan_halo_group  # halo builds on this
 
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
     cost = [0] + [-1] * count
     choice: list[GroupPlan | None] = [None] * (count + 1)
-    searched: dict[TilingProblem, Tiling | None] = {}  # tilings are reused across groups
+    if searched is None:
+        searched = {}  # tilings are reused across groups
     for start in range(count):
         if start > 0 and cost[start] < 0:
             continue
@@ -401,7 +416,31 @@ def plan_fusion(
     groups.reverse()
     if overlap is not None:
         _schedule_for_speed(graph, groups, overlap)
+        has_halo = any(isinstance(group, HaloGroupPlan) for group in groups)
+        if has_halo and not overlap.traffic_first:
+            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, searched=searched).groups
+            groups = _faster_segments(groups, plain)
     return FusionPlan(groups, spm_bytes)
+
+
+def _faster_segments(first: list[GroupPlan], second: list[GroupPlan]) -> list[GroupPlan]:
+    """Two partitions of the same operators cut at some common points; between two
+    consecutive common cuts, the groups of the partition with fewer estimated cycles
+    (`GroupPlan.cycles`). Groups are self-contained (DRAM in, DRAM out), so any such mix
+    is a plan, with its bytes the sum of its groups'."""
+    common = {g.operators[0] for g in first} & {g.operators[0] for g in second}
+    segments: tuple[dict[int, list[GroupPlan]], ...] = ({}, {})
+    for side, groups in enumerate((first, second)):
+        cut = 0
+        for group in groups:
+            if group.operators[0] in common:
+                cut = group.operators[0]
+            segments[side].setdefault(cut, []).append(group)
+    chosen: list[GroupPlan] = []
+    for cut in sorted(common):
+        options = (segments[0][cut], segments[1][cut])
+        chosen += min(options, key=lambda groups: sum(g.cycles for g in groups))
+    return chosen
 
 
 def _schedule_for_speed(graph: OperatorGraph, groups: list[GroupPlan], overlap: Overlap) -> None:
@@ -425,4 +464,5 @@ def _schedule_for_speed(graph: OperatorGraph, groups: list[GroupPlan], overlap: 
             plan.tiling = schedule.tiling
             plan.stages = schedule.stages
             plan.choice = choice
+            plan.cycles = schedule.cycles * group.trips
             plan.bytes += moved * 4 * group.trips

@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 
 import polyfuse
+from polyfuse.analysis.tile_search import Tiling
 from polyfuse.compiler import CompiledModel
 from polyfuse.fusion.halo import HaloGroupPlan
+from polyfuse.fusion.planner import GroupPlan, OperatorPlan, _faster_segments
 from polyfuse.testing.targets import edge_like
 
 TARGET = edge_like(131072)  # hand-countable traffic under a small scratchpad
@@ -164,3 +166,18 @@ def test_halo_bands_are_double_buffered_and_embedded() -> None:
     assert double.report.dram_bytes == single.report.dram_bytes  # traffic first: no trade
     assert trading.report.dram_bytes >= double.report.dram_bytes
     assert trading_cycles <= double_cycles < single_cycles
+
+
+def _group(operators: list[int], cycles: float) -> GroupPlan:
+    tiling = Tiling((1,), (), (), 0, 0)
+    plan = OperatorPlan((1,), None, tiling, False, 0, cycles=cycles)
+    return GroupPlan(operators, set(), {}, 0, 1, 0, {operators[0]: plan})
+
+
+def test_faster_segments_mix_two_partitions_between_common_cuts() -> None:
+    # Partitions of operators 0..5: [0,1] [2] [3,4,5] and [0] [1,2] [3] [4,5] both cut
+    # at 0 and 3; per segment the faster side wins.
+    first = [_group([0, 1], 10), _group([2], 10), _group([3, 4, 5], 10)]
+    second = [_group([0], 5), _group([1, 2], 5), _group([3], 8), _group([4, 5], 8)]
+    chosen = _faster_segments(first, second)
+    assert [g.operators for g in chosen] == [[0], [1, 2], [3, 4, 5]]
