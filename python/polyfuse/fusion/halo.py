@@ -14,8 +14,10 @@ code once per band, every row range fixed. The cost of a halo group is exactly
     sum over bands, over operators of  tiling traffic of the band's DRAM operands
 
 with the same tile search (`search_tiling`) as every other group, so the plan stays
-equal to the emulator's count. Only the recompute variant is implemented: the rows a
-band shares with the next are computed again, never kept.
+equal to the emulator's count. Each band's operator plan keeps its tiling problem and
+capacity, so the planner re-tiles it for speed like any other (`overlap.py`; double
+buffers, the PE embedding). Only the recompute variant is implemented: the rows a band
+shares with the next are computed again, never kept.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ also decides per operator make the group fast without changing what it is priced
 - *The contraction embedding*: a contraction is issued as the layer-by-layer lowering
   issues it (`choose_embedding`, CP-SAT by default), and tilings whose tiles issue the
   embedding's blocks whole are tried too (`tile_multiples`).
+- *Contiguous runs*: tilings that keep a DRAM operand's innermost dim whole are tried
+  too (`_contiguous`); a least-traffic tiling may cut it anywhere.
 
 Among the candidates an estimate (`tile_nest.estimate_cycles` with DMA time counted in
 whole DRAM bursts: DMA and compute, overlapped when staged) picks one. With `traffic_first` (the default) only candidates that move as few

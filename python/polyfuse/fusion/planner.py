@@ -47,6 +47,11 @@ from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
 MAX_GROUP_OPERATORS = 12
 CAPACITY_STEPS = 64  # inner capacities are rounded down to 1/64 of the scratchpad
 TILE_CANDIDATES = 5  # largest outer tiles tried per shared dimension
+# A group is split into its operators only when their estimates add up to less than
+# this fraction of the group's: the estimate adds a group's operators end to end, but
+# decoupled engines overlap them, so it overstates groups of single-buffered operators
+# (ResNet-18's last blocks are estimated 0.74x alone and run slower).
+UNFUSE_FACTOR = 0.7
 
 
 def aligned(elements: int) -> int:
@@ -359,10 +364,11 @@ def plan_fusion(
 
     Without `overlap` every operator is single-buffered with its least-traffic tiling.
     `halo` also tries row-band groups of convolution chains (halo.py) as candidates.
-    With an `overlap` that may trade bytes (not `traffic_first`), the partition without
-    halo groups is planned too and, between the points where both cut, the one with
-    fewer estimated cycles is taken (`_faster_segments`): halo groups move fewer bytes
-    but recompute rows. `searched` caches tilings across calls."""
+    With an `overlap` that may trade bytes (not `traffic_first`), an alternative is
+    planned too and, between the points where both cut, the one with fewer estimated
+    cycles is taken (`_faster_segments`): the partition without halo groups (they move
+    fewer bytes but recompute rows), and for that one every operator on its own
+    (`_singletons`). `searched` caches tilings across calls."""
     from polyfuse.fusion.halo import HaloGroupPlan, plan_halo_group  # halo builds on this
 
     spm_elements = spm_bytes // 4
@@ -414,20 +420,49 @@ def plan_fusion(
         groups.append(group)
         end = group.operators[0]
     groups.reverse()
-    if overlap is not None:
-        _schedule_for_speed(graph, groups, overlap)
-        has_halo = any(isinstance(group, HaloGroupPlan) for group in groups)
-        if has_halo and not overlap.traffic_first:
-            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, searched=searched).groups
-            groups = _faster_segments(groups, plain)
+    if overlap is None:
+        return FusionPlan(groups, spm_bytes)
+    _schedule_for_speed(graph, groups, overlap)
+    if overlap.traffic_first:
+        return FusionPlan(groups, spm_bytes)
+    if any(isinstance(group, HaloGroupPlan) for group in groups):
+        plain = plan_fusion(graph, spm_bytes, overlap, halo=False, searched=searched)
+        groups = _faster_segments(groups, plain.groups)
+    else:
+        alone = _singletons(graph, spm_elements, searched, overlap)
+        if alone is not None:
+            groups = _faster_segments(groups, alone, UNFUSE_FACTOR)
     return FusionPlan(groups, spm_bytes)
 
 
-def _faster_segments(first: list[GroupPlan], second: list[GroupPlan]) -> list[GroupPlan]:
+def _singletons(
+    graph: OperatorGraph,
+    spm_elements: int,
+    searched: dict[TilingProblem, Tiling | None],
+    overlap: Overlap,
+) -> list[GroupPlan] | None:
+    """Every operator a group of its own, tiled for speed (None if one does not fit):
+    a fused group keeps its internal storages out of DRAM but leaves its operators'
+    tiles only the scratchpad they do not take, which can make it slower than its
+    operators run one by one."""
+    groups = []
+    for index in range(len(graph.operators)):
+        group, _ = _plan_group(graph, [index], spm_elements, searched)
+        if group is None:
+            return None
+        groups.append(group)
+    _schedule_for_speed(graph, groups, overlap)
+    return groups
+
+
+def _faster_segments(
+    first: list[GroupPlan], second: list[GroupPlan], factor: float = 1.0
+) -> list[GroupPlan]:
     """Two partitions of the same operators cut at some common points; between two
-    consecutive common cuts, the groups of the partition with fewer estimated cycles
-    (`GroupPlan.cycles`). Groups are self-contained (DRAM in, DRAM out), so any such mix
-    is a plan, with its bytes the sum of its groups'."""
+    consecutive common cuts, the groups of `second` if their estimated cycles
+    (`GroupPlan.cycles`) are below `factor` times those of `first`'s, else `first`'s.
+    Groups are self-contained (DRAM in, DRAM out), so any such mix is a plan, with its
+    bytes the sum of its groups'."""
     common = {g.operators[0] for g in first} & {g.operators[0] for g in second}
     segments: tuple[dict[int, list[GroupPlan]], ...] = ({}, {})
     for side, groups in enumerate((first, second)):
@@ -438,8 +473,9 @@ def _faster_segments(first: list[GroupPlan], second: list[GroupPlan]) -> list[Gr
             segments[side].setdefault(cut, []).append(group)
     chosen: list[GroupPlan] = []
     for cut in sorted(common):
-        options = (segments[0][cut], segments[1][cut])
-        chosen += min(options, key=lambda groups: sum(g.cycles for g in groups))
+        ours, theirs = segments[0][cut], segments[1][cut]
+        faster = sum(g.cycles for g in theirs) < factor * sum(g.cycles for g in ours)
+        chosen += theirs if faster else ours
     return chosen
 
 

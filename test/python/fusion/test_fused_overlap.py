@@ -181,3 +181,6 @@ def test_faster_segments_mix_two_partitions_between_common_cuts() -> None:
     second = [_group([0], 5), _group([1, 2], 5), _group([3], 8), _group([4, 5], 8)]
     chosen = _faster_segments(first, second)
     assert [g.operators for g in chosen] == [[0], [1, 2], [3, 4, 5]]
+    # With a factor the second side must be that much faster (10 is not < 0.4 x 20).
+    chosen = _faster_segments(first, second, factor=0.4)
+    assert [g.operators for g in chosen] == [[0, 1], [2], [3, 4, 5]]
