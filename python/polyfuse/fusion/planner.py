@@ -426,7 +426,10 @@ def plan_fusion(
     if overlap.traffic_first:
         return FusionPlan(groups, spm_bytes)
     if any(isinstance(group, HaloGroupPlan) for group in groups):
-        plain = plan_fusion(graph, spm_bytes, overlap, halo=False, searched=searched)
+        try:
+            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, searched=searched)
+        except ScratchpadCapacityError:  # some operator fits only in bands
+            return FusionPlan(groups, spm_bytes)
         groups = _faster_segments(groups, plain.groups)
     else:
         alone = _singletons(graph, spm_elements, searched, overlap)
