@@ -57,7 +57,7 @@ def schedules() -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {"layer-by-layer": {}}
     if "schedule" in parameters:
         found["fused"] = {"schedule": "fused"}
-    if "halo" in parameters:  # row-band groups move fewer bytes but are single-buffered
+    if "halo" in parameters:  # row-band groups move fewer bytes but recompute rows
         found["fused, no halo"] = {"schedule": "fused", "halo": False}
     return found
 

@@ -169,8 +169,8 @@ def compile(
     tiling when the planner's cycle estimate says it is faster; `traffic_first` forbids
     that (the fused plan then moves exactly the bytes of the traffic-only planner).
     `halo` lets the fused planner run convolution chains in row bands (docs/fusion.md,
-    "Halo groups"): fewer DRAM bytes, but those groups are single-buffered, so False can
-    be faster.
+    "Halo groups"): fewer DRAM bytes, but recomputed rows; unless `traffic_first` the
+    planner keeps them only where its cycle estimate finds them faster.
     """
     if schedule not in ("layer-by-layer", "fused"):
         raise PolyfuseError(f"schedule must be 'layer-by-layer' or 'fused', got '{schedule}'")

@@ -14,8 +14,10 @@ code once per band, every row range fixed. The cost of a halo group is exactly
     sum over bands, over operators of  tiling traffic of the band's DRAM operands
 
 with the same tile search (`search_tiling`) as every other group, so the plan stays
-equal to the emulator's count. Only the recompute variant is implemented: the rows a
-band shares with the next are computed again, never kept.
+equal to the emulator's count. Each band's operator plan keeps its tiling problem and
+capacity, so the planner re-tiles it for speed like any other (`overlap.py`; double
+buffers, the PE embedding). Only the recompute variant is implemented: the rows a band
+shares with the next are computed again, never kept.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ class HaloGroupPlan(GroupPlan):
     @property
     def bytes(self) -> int:
         return sum(p.bytes for band in self.bands for p in band.plans.values())
+
+    def operator_plans(self) -> list[tuple[int, OperatorPlan]]:
+        return [item for band in self.bands for item in band.plans.items()]
 
 
 @dataclass
@@ -590,7 +595,8 @@ def _cost(
     step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
     capacity = (spm_elements - held) // step * step
     loads = first_loads(graph, members, resident)  # charged to the first band
-    tilings: dict[tuple[int, int], tuple[Tiling, bool]] = {}  # (operator, rows) -> tiling
+    # (operator, rows) -> its tiling, whether the problem has a stand-in operand, the problem
+    tilings: dict[tuple[int, int], tuple[Tiling, bool, TilingProblem]] = {}
     order = sorted(floors.items(), key=lambda item: -item[1][0] * item[1][1])
     total = 4 * (sum(loads.values()) + sum(count * floor for _, (count, floor) in order))
     for (index, size), (count, floor) in order:
@@ -605,7 +611,7 @@ def _cost(
         found = searched[problem]
         if found is None:
             return None
-        tilings[index, size] = found, dummy
+        tilings[index, size] = found, dummy, problem
         total += count * 4 * (found.traffic_elements - (1 if dummy else 0) - floor)
         if limit is not None and total >= limit:
             return None
@@ -616,7 +622,7 @@ def _cost(
             for index in members:
                 loop = structure.loops[index]
                 first, end = band.loops[index]
-                tiling, dummy = tilings[index, end - first]
+                tiling, dummy, problem = tilings[index, end - first]
                 extents = list(graph.operators[index].generic.extents)
                 extents[loop] = end - first
                 traffic = tiling.traffic_elements - (1 if dummy else 0)
@@ -624,7 +630,14 @@ def _cost(
                     traffic += loads.get(index, 0)
                 offsets = tuple(first if i == loop else 0 for i in range(len(extents)))
                 band.plans[index] = OperatorPlan(
-                    tuple(extents), None, tiling, dummy, traffic * 4, offsets=offsets
+                    tuple(extents),
+                    None,
+                    tiling,
+                    dummy,
+                    traffic * 4,
+                    problem=problem,
+                    capacity=capacity,
+                    offsets=offsets,
                 )
         return HaloGroupPlan(
             members,

@@ -11,6 +11,8 @@ also decides per operator make the group fast without changing what it is priced
 - *The contraction embedding*: a contraction is issued as the layer-by-layer lowering
   issues it (`choose_embedding`, CP-SAT by default), and tilings whose tiles issue the
   embedding's blocks whole are tried too (`tile_multiples`).
+- *Contiguous runs*: tilings that keep a DRAM operand's innermost dim whole are tried
+  too (`_contiguous`); a least-traffic tiling may cut it anywhere.
 
 Among the candidates an estimate (`tile_nest.estimate_cycles` with DMA time counted in
 whole DRAM bursts: DMA and compute, overlapped when staged) picks one. With `traffic_first` (the default) only candidates that move as few
@@ -55,6 +57,7 @@ class OperatorSchedule:
     tiling: Tiling
     stages: int  # buffer copies of the operands moved in the innermost tile loop
     choice: ContractionChoice | None  # contractions: how they are issued
+    cycles: float = 0.0  # the estimate that chose it (0 without an `Overlap`)
 
 
 def contraction_choice(operator: Operator, overlap: Overlap) -> ContractionChoice | None:
@@ -85,13 +88,17 @@ def schedule_operator(
     least = search_tiling(problem)
     if least is None or overlap is None:
         return None if least is None else OperatorSchedule(least, 1, choice)
-    problems = [problem]
+    plain = problem.multiple_of or (1,) * len(problem.extents)
+    variants, bases = [plain], [plain]
     if choice is not None and choice.embedding is not None:
         blocked = tile_multiples(choice, problem.extents)
-        for multiples in [blocked, *_streamed(choice, problem.extents, blocked)]:
-            candidate = replace(problem, multiple_of=multiples)
-            if candidate not in problems:
-                problems.append(candidate)
+        variants += [blocked, *_streamed(choice, problem.extents, blocked)]
+        bases += [blocked, *_one_block(blocked)]
+    problems = [problem]
+    for multiples in [*variants, *_contiguous(problem, bases)]:
+        candidate = replace(problem, multiple_of=multiples)
+        if candidate not in problems and _differs(candidate, problems[0]):
+            problems.append(candidate)
     buffers = overlap.buffers
     fractions = [1.0] + ([1 / buffers, 2 / (buffers + 1), 3 / (buffers + 2)] if buffers > 1 else [])
     work = _work(operator, problem.extents, overlap.target)
@@ -115,7 +122,7 @@ def schedule_operator(
                     best = (
                         estimate,
                         tiling.traffic_elements,
-                        OperatorSchedule(tiling, stages, choice),
+                        OperatorSchedule(tiling, stages, choice, estimate),
                     )
     assert best is not None  # the least-traffic tiling itself is always a candidate
     return best[2]
@@ -138,6 +145,41 @@ def _streamed(
             multiples[loop] = extents[loop]
         variants.append(tuple(multiples))
     return variants
+
+
+def _contiguous(problem: TilingProblem, bases: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Tile multiples that keep one DRAM operand's innermost dim whole (over each of
+    `bases`). A least-traffic tiling may cut it anywhere (a convolution's weights at one
+    kernel column: every element its own DRAM burst); the estimate counts bursts, these
+    candidates give it runs to weigh."""
+    variants = []
+    for base in bases:
+        for operand in problem.operands:
+            innermost = operand.access.coeffs[-1] if operand.access.coeffs else ()
+            loops = [loop for loop, c in enumerate(innermost) if c]
+            if not loops or all(base[loop] == problem.extents[loop] for loop in loops):
+                continue
+            multiples = list(base)
+            for loop in loops:
+                multiples[loop] = problem.extents[loop]
+            variants.append(tuple(multiples))
+    return variants
+
+
+def _one_block(blocked: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The embedding's block along one loop only (a small capacity may not hold a tile
+    blocked along every loop with its contiguous runs whole)."""
+    loops = [loop for loop, multiple in enumerate(blocked) if multiple > 1]
+    if len(loops) < 2:
+        return []
+    return [tuple(m if i == loop else 1 for i, m in enumerate(blocked)) for loop in loops]
+
+
+def _differs(candidate: TilingProblem, problem: TilingProblem) -> bool:
+    """Whether `candidate`'s multiples constrain `problem` at all (all ones: the same)."""
+    return (
+        any(m > 1 for m in candidate.multiple_of) and candidate.multiple_of != problem.multiple_of
+    )
 
 
 def _estimate(

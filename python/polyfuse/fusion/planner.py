@@ -35,7 +35,12 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_tiling
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
-from polyfuse.fusion.overlap import Overlap, contraction_choice, schedule_operator
+from polyfuse.fusion.overlap import (
+    OperatorSchedule,
+    Overlap,
+    contraction_choice,
+    schedule_operator,
+)
 from polyfuse.fusion.resident import (
     Resident,
     first_loads,
@@ -53,6 +58,11 @@ MAX_GROUP_SMALL_OPERATORS = 12
 SMALL_OPERATOR_ITERATIONS = 4096
 CAPACITY_STEPS = 64  # inner capacities are rounded down to 1/64 of the scratchpad
 TILE_CANDIDATES = 5  # largest outer tiles tried per shared dimension
+# A group is split into its operators only when their estimates add up to less than
+# this fraction of the group's: the estimate adds a group's operators end to end, but
+# decoupled engines overlap them, so it overstates groups of single-buffered operators
+# (ResNet-18's last blocks are estimated 0.74x alone and run slower).
+UNFUSE_FACTOR = 0.7
 
 
 def aligned(elements: int) -> int:
@@ -75,7 +85,7 @@ class OperatorPlan:
     # Where each loop starts (halo bands, `halo.py`): the operator runs loop l over
     # offsets[l] + [0, extents[l]). None: every loop starts at 0.
     offsets: tuple[int, ...] | None = None
-    preload: int = 0  # elements of resident inputs it loads once, before the group's loop
+    cycles: float = 0.0  # estimated, once tiled for speed (`overlap.schedule_operator`)
 
 
 @dataclass
@@ -89,12 +99,21 @@ class GroupPlan:
     plans: dict[int, OperatorPlan] = field(default_factory=dict)
     # DRAM inputs loaded once into the scratchpad after the internal storages and kept
     # for every outer tile or band (`resident.py`); their load is charged to the plan
-    # of the first operator reading them (its `preload`).
+    # of the first operator reading them.
     resident: Resident = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
         return sum(p.bytes for p in self.plans.values())
+
+    def operator_plans(self) -> list[tuple[int, OperatorPlan]]:
+        """Every (operator, plan) the lowering emits (a halo group: one per band)."""
+        return list(self.plans.items())
+
+    @property
+    def cycles(self) -> float:
+        """Estimated cycles: its operators' estimates added (see `overlap.py`)."""
+        return sum(plan.cycles for _, plan in self.operator_plans())
 
 
 @dataclass
@@ -381,7 +400,6 @@ def _plan_candidate(
             (traffic * trips + preload) * 4,
             problem=problem,
             capacity=capacity,
-            preload=preload,
         )
     return group
 
@@ -405,20 +423,30 @@ def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
 
 
 def plan_fusion(
-    graph: OperatorGraph, spm_bytes: int, overlap: Overlap | None = None, halo: bool = True
+    graph: OperatorGraph,
+    spm_bytes: int,
+    overlap: Overlap | None = None,
+    halo: bool = True,
+    searched: dict[TilingProblem, Tiling | None] | None = None,
 ) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic.
 
     Without `overlap` every operator is single-buffered with its least-traffic tiling.
-    `halo` also tries row-band groups of convolution chains (halo.py) as candidates."""
-    from polyfuse.fusion.halo import plan_halo_group  # halo builds on this module
+    `halo` also tries row-band groups of convolution chains (halo.py) as candidates.
+    With an `overlap` that may trade bytes (not `traffic_first`), an alternative is
+    planned too and, between the points where both cut, the one with fewer estimated
+    cycles is taken (`_faster_segments`): the partition without halo groups (they move
+    fewer bytes but recompute rows), and for that one every operator on its own
+    (`_singletons`). `searched` caches tilings across calls."""
+    from polyfuse.fusion.halo import HaloGroupPlan, plan_halo_group  # halo builds on this
 
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
     cost = [0] + [-1] * count
     choice: list[GroupPlan | None] = [None] * (count + 1)
-    searched: dict[TilingProblem, Tiling | None] = {}  # tilings are reused across groups
+    if searched is None:
+        searched = {}  # tilings are reused across groups
     for start in range(count):
         if start > 0 and cost[start] < 0:
             continue
@@ -466,23 +494,88 @@ def plan_fusion(
         groups.append(group)
         end = group.operators[0]
     groups.reverse()
-    if overlap is not None:
-        _schedule_for_speed(graph, groups, overlap)
+    if overlap is None:
+        return FusionPlan(groups, spm_bytes)
+    _schedule_for_speed(graph, groups, overlap)
+    if overlap.traffic_first:
+        return FusionPlan(groups, spm_bytes)
+    if any(isinstance(group, HaloGroupPlan) for group in groups):
+        try:
+            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, searched=searched)
+        except ScratchpadCapacityError:  # some operator fits only in bands
+            return FusionPlan(groups, spm_bytes)
+        groups = _faster_segments(groups, plain.groups)
+    else:
+        alone = _singletons(graph, spm_elements, searched, overlap)
+        if alone is not None:
+            groups = _faster_segments(groups, alone, UNFUSE_FACTOR)
     return FusionPlan(groups, spm_bytes)
+
+
+def _singletons(
+    graph: OperatorGraph,
+    spm_elements: int,
+    searched: dict[TilingProblem, Tiling | None],
+    overlap: Overlap,
+) -> list[GroupPlan] | None:
+    """Every operator a group of its own, tiled for speed (None if one does not fit):
+    a fused group keeps its internal storages out of DRAM but leaves its operators'
+    tiles only the scratchpad they do not take, which can make it slower than its
+    operators run one by one."""
+    groups = []
+    for index in range(len(graph.operators)):
+        group, _ = _plan_group(graph, [index], spm_elements, searched)
+        if group is None:
+            return None
+        groups.append(group)
+    _schedule_for_speed(graph, groups, overlap)
+    return groups
+
+
+def _faster_segments(
+    first: list[GroupPlan], second: list[GroupPlan], factor: float = 1.0
+) -> list[GroupPlan]:
+    """Two partitions of the same operators cut at some common points; between two
+    consecutive common cuts, the groups of `second` if their estimated cycles
+    (`GroupPlan.cycles`) are below `factor` times those of `first`'s, else `first`'s.
+    Groups are self-contained (DRAM in, DRAM out), so any such mix is a plan, with its
+    bytes the sum of its groups'."""
+    common = {g.operators[0] for g in first} & {g.operators[0] for g in second}
+    segments: tuple[dict[int, list[GroupPlan]], ...] = ({}, {})
+    for side, groups in enumerate((first, second)):
+        cut = 0
+        for group in groups:
+            if group.operators[0] in common:
+                cut = group.operators[0]
+            segments[side].setdefault(cut, []).append(group)
+    chosen: list[GroupPlan] = []
+    for cut in sorted(common):
+        ours, theirs = segments[0][cut], segments[1][cut]
+        faster = sum(g.cycles for g in theirs) < factor * sum(g.cycles for g in ours)
+        chosen += theirs if faster else ours
+    return chosen
 
 
 def _schedule_for_speed(graph: OperatorGraph, groups: list[GroupPlan], overlap: Overlap) -> None:
     """Re-tile every operator of the chosen groups with `overlap.schedule_operator` (in
-    the capacity the group left it) and price it by what the new tiling moves."""
+    the capacity the group left it) and price it by what the new tiling moves. The bands
+    of a halo group are re-tiled the same way, in the capacity above the band buffers and
+    kept inputs (a band's plan also carries the kept inputs' one-time load: unchanged)."""
     for group in groups:
-        for index, plan in group.plans.items():
+        scheduled: dict[tuple[int, TilingProblem, int], OperatorSchedule] = {}
+        for index, plan in group.operator_plans():
             operator = graph.operators[index]
             choice = contraction_choice(operator, overlap)
             assert plan.problem is not None
-            schedule = schedule_operator(operator, plan.problem, plan.capacity, choice, overlap)
-            assert schedule is not None  # the least-traffic tiling is a candidate
-            traffic = schedule.tiling.traffic_elements - (1 if plan.dummy else 0)
+            key = (index, plan.problem, plan.capacity)
+            if key not in scheduled:
+                found = schedule_operator(operator, plan.problem, plan.capacity, choice, overlap)
+                assert found is not None  # the least-traffic tiling is a candidate
+                scheduled[key] = found
+            schedule = scheduled[key]
+            moved = schedule.tiling.traffic_elements - plan.tiling.traffic_elements
             plan.tiling = schedule.tiling
             plan.stages = schedule.stages
             plan.choice = choice
-            plan.bytes = (traffic * group.trips + plan.preload) * 4
+            plan.cycles = schedule.cycles * group.trips
+            plan.bytes += moved * 4 * group.trips
