@@ -24,10 +24,11 @@ from torch_mlir import ir
 from torch_mlir.dialects import affine, func
 
 from polyfuse.analysis.affine import AffineAccess
-from polyfuse.analysis.operators import generic_operator, location_text, static_shape
+from polyfuse.analysis.operators import defining_op, generic_operator, location_text, static_shape
 from polyfuse.dialects import accel
 from polyfuse.errors import UnsupportedError
 from polyfuse.fusion.graph import (
+    VIEWS,
     Operator,
     OperatorGraph,
     StorageKey,
@@ -187,7 +188,7 @@ class _FusedLowering:
         internal storages, where the group's operators read it."""
         offset = sum(aligned(int(np.prod(s))) for s in group.slice_shapes.values())
         for value, (_, elements) in group.resident.items():
-            source = self._location(value)
+            source = self._view_location(value)
             buffer = accel.alloc(elements, offset * 4)
             offset += aligned(elements)
             copy = DramTensor.whole(buffer, source.shape)
@@ -207,6 +208,17 @@ class _FusedLowering:
             )
             accel.dma_wait(token)
             self.resident[value] = copy
+
+    def _view_location(self, value: ir.Value) -> DramTensor:
+        """Where `value` lives, lowering the views it is read through first when they come
+        later in the program than where it is needed (a depthwise weight's reshape next
+        to its convolution, loaded when the group opens). Views are pure: lowering one
+        again at its place in the program gives the same location."""
+        owner = defining_op(value)
+        if value not in self.state.locations and owner is not None and owner.name in VIEWS:
+            self._view_location(owner.operands[0])
+            lbl._lower_op(self.state, owner)
+        return self._location(value)
 
     # --- ops -----------------------------------------------------------------------
 

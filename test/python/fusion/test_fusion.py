@@ -201,3 +201,21 @@ def test_layer_norm_is_one_group() -> None:
     assert fused.report is not None and layered.report is not None
     assert len(fused.fusion_plans[0].groups) == 1
     assert fused.report.dram_bytes == (2 * 64 * 256 + 2 * 256) * 4
+
+
+def test_resident_weight_read_through_a_later_reshape() -> None:
+    # Without halo groups, 128 KiB tiles the inverted residual under an outer loop that
+    # keeps the depthwise weight resident. That weight is read through a reshape that
+    # comes after the group's first operator in the program; loading it when the group
+    # opens must not need the reshape lowered yet (this once fell back to layer by layer).
+    model, inputs = get_model("inverted_residual")
+    compiled = polyfuse.compile(
+        model, inputs, target=edge_like(131072), schedule="fused", halo=False
+    )
+    output = compiled(*inputs)
+    with torch.no_grad():
+        torch.testing.assert_close(output, model(*inputs), rtol=1e-4, atol=1e-4)
+    assert compiled.fusion_fallback == ""
+    assert any(g.resident for g in compiled.fusion_plans[0].groups)
+    assert compiled.report is not None
+    assert compiled.report.planned_bytes == compiled.report.dram_bytes
