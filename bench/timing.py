@@ -85,6 +85,7 @@ def measure_model(model_name: str, target: str, repeat: int) -> dict[str, Any]:
             "dram_bytes": compiled.report.dram_bytes,
             "pe_cycles": compiled.report.stats.pe_cycles,
             "dma_in_busy": compiled.report.stats.dma_load_cycles,
+            "fell_back": fell_back,  # fusion failed: the numbers are layer by layer's
         }
         if not best or cycles < best["cycles"]:
             emulator_s = min(timeit.repeat(lambda c=compiled: c(*inputs), number=1, repeat=repeat))
