@@ -80,12 +80,22 @@ def schedule_operator(
     spm_elements: int,
     choice: ContractionChoice | None,
     overlap: Overlap | None,
+    searched: dict[TilingProblem, Tiling | None] | None = None,
 ) -> OperatorSchedule | None:
     """The operator's tiling under `problem` (None when nothing fits).
 
     `spm_elements` is what the operator's buffers may take, copies included. Without
-    `overlap` this is the least-traffic tiling, single-buffered."""
-    least = search_tiling(problem)
+    `overlap` this is the least-traffic tiling, single-buffered. `searched` caches tile
+    searches by problem (a model's repeated layers pose the same ones)."""
+    if searched is None:
+        searched = {}
+
+    def search(candidate: TilingProblem) -> Tiling | None:
+        if candidate not in searched:
+            searched[candidate] = search_tiling(candidate)
+        return searched[candidate]
+
+    least = search(problem)
     if least is None or overlap is None:
         return None if least is None else OperatorSchedule(least, 1, choice)
     plain = problem.multiple_of or (1,) * len(problem.extents)
@@ -106,7 +116,7 @@ def schedule_operator(
     for candidate_problem in problems:
         for fraction in fractions:
             capacity = int(problem.capacity_elements * fraction)
-            tiling = search_tiling(replace(candidate_problem, capacity_elements=capacity))
+            tiling = search(replace(candidate_problem, capacity_elements=capacity))
             if tiling is None:
                 continue
             if overlap.traffic_first and tiling.traffic_elements > least.traffic_elements:

@@ -29,7 +29,7 @@ moves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_tiling
@@ -422,12 +422,35 @@ def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
     return any(key is not None and graph.storages[key].producer in members for key in keys)
 
 
+@dataclass
+class _Memo:
+    """What one `plan_fusion` and the alternatives it plans compute once: tilings by
+    problem, plain groups by members (handed out as copies: speed scheduling rewrites
+    their operator plans), speed schedules by (operator, problem, capacity)."""
+
+    tilings: dict[TilingProblem, Tiling | None] = field(default_factory=dict)
+    groups: dict[tuple[int, ...], tuple[GroupPlan | None, int]] = field(default_factory=dict)
+    schedules: dict[tuple[int, TilingProblem, int], OperatorSchedule] = field(default_factory=dict)
+
+    def plan_group(
+        self, graph: OperatorGraph, members: list[int], spm_elements: int
+    ) -> tuple[GroupPlan | None, int]:
+        key = tuple(members)
+        if key not in self.groups:
+            self.groups[key] = _plan_group(graph, members, spm_elements, self.tilings)
+        group, least_resident = self.groups[key]
+        if group is None:
+            return None, least_resident
+        plans = {index: replace(plan) for index, plan in group.plans.items()}
+        return replace(group, plans=plans), least_resident
+
+
 def plan_fusion(
     graph: OperatorGraph,
     spm_bytes: int,
     overlap: Overlap | None = None,
     halo: bool = True,
-    searched: dict[TilingProblem, Tiling | None] | None = None,
+    memo: _Memo | None = None,
 ) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic.
 
@@ -437,7 +460,7 @@ def plan_fusion(
     planned too and, between the points where both cut, the one with fewer estimated
     cycles is taken (`_faster_segments`): the partition without halo groups (they move
     fewer bytes but recompute rows), and for that one every operator on its own
-    (`_singletons`). `searched` caches tilings across calls."""
+    (`_singletons`). `memo` keeps what these calls share (`_Memo`)."""
     from polyfuse.fusion.halo import HaloGroupPlan, plan_halo_group  # halo builds on this
 
     spm_elements = spm_bytes // 4
@@ -445,8 +468,9 @@ def plan_fusion(
     best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
     cost = [0] + [-1] * count
     choice: list[GroupPlan | None] = [None] * (count + 1)
-    if searched is None:
-        searched = {}  # tilings are reused across groups
+    if memo is None:
+        memo = _Memo()
+    searched = memo.tilings  # tilings are reused across groups
     for start in range(count):
         if start > 0 and cost[start] < 0:
             continue
@@ -461,7 +485,7 @@ def plan_fusion(
             members = list(range(start, end))
             if end - 1 > start and not _reads_from(graph, end - 1, set(members[:-1])):
                 continue  # the same cost as splitting before it: nothing to gain
-            group, least_resident = _plan_group(graph, members, spm_elements, searched)
+            group, least_resident = memo.plan_group(graph, members, spm_elements)
             if halo:  # a halo group must beat the plain one and the best way to reach `end`
                 bounds = [group.bytes] if group is not None else []
                 if cost[end] >= 0:
@@ -496,27 +520,24 @@ def plan_fusion(
     groups.reverse()
     if overlap is None:
         return FusionPlan(groups, spm_bytes)
-    _schedule_for_speed(graph, groups, overlap)
+    _schedule_for_speed(graph, groups, overlap, memo)
     if overlap.traffic_first:
         return FusionPlan(groups, spm_bytes)
     if any(isinstance(group, HaloGroupPlan) for group in groups):
         try:
-            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, searched=searched)
+            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, memo=memo)
         except ScratchpadCapacityError:  # some operator fits only in bands
             return FusionPlan(groups, spm_bytes)
         groups = _faster_segments(groups, plain.groups)
     else:
-        alone = _singletons(graph, spm_elements, searched, overlap)
+        alone = _singletons(graph, spm_elements, memo, overlap)
         if alone is not None:
             groups = _faster_segments(groups, alone, UNFUSE_FACTOR)
     return FusionPlan(groups, spm_bytes)
 
 
 def _singletons(
-    graph: OperatorGraph,
-    spm_elements: int,
-    searched: dict[TilingProblem, Tiling | None],
-    overlap: Overlap,
+    graph: OperatorGraph, spm_elements: int, memo: _Memo, overlap: Overlap
 ) -> list[GroupPlan] | None:
     """Every operator a group of its own, tiled for speed (None if one does not fit):
     a fused group keeps its internal storages out of DRAM but leaves its operators'
@@ -524,11 +545,11 @@ def _singletons(
     operators run one by one."""
     groups = []
     for index in range(len(graph.operators)):
-        group, _ = _plan_group(graph, [index], spm_elements, searched)
+        group, _ = memo.plan_group(graph, [index], spm_elements)
         if group is None:
             return None
         groups.append(group)
-    _schedule_for_speed(graph, groups, overlap)
+    _schedule_for_speed(graph, groups, overlap, memo)
     return groups
 
 
@@ -556,20 +577,24 @@ def _faster_segments(
     return chosen
 
 
-def _schedule_for_speed(graph: OperatorGraph, groups: list[GroupPlan], overlap: Overlap) -> None:
+def _schedule_for_speed(
+    graph: OperatorGraph, groups: list[GroupPlan], overlap: Overlap, memo: _Memo
+) -> None:
     """Re-tile every operator of the chosen groups with `overlap.schedule_operator` (in
     the capacity the group left it) and price it by what the new tiling moves. The bands
     of a halo group are re-tiled the same way, in the capacity above the band buffers and
     kept inputs (a band's plan also carries the kept inputs' one-time load: unchanged)."""
+    scheduled = memo.schedules
     for group in groups:
-        scheduled: dict[tuple[int, TilingProblem, int], OperatorSchedule] = {}
         for index, plan in group.operator_plans():
             operator = graph.operators[index]
             choice = contraction_choice(operator, overlap)
             assert plan.problem is not None
             key = (index, plan.problem, plan.capacity)
             if key not in scheduled:
-                found = schedule_operator(operator, plan.problem, plan.capacity, choice, overlap)
+                found = schedule_operator(
+                    operator, plan.problem, plan.capacity, choice, overlap, memo.tilings
+                )
                 assert found is not None  # the least-traffic tiling is a candidate
                 scheduled[key] = found
             schedule = scheduled[key]
