@@ -451,6 +451,7 @@ def plan_fusion(
     overlap: Overlap | None = None,
     halo: bool = True,
     memo: _Memo | None = None,
+    unfuse: bool = True,
 ) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic.
 
@@ -460,7 +461,10 @@ def plan_fusion(
     planned too and, between the points where both cut, the one with fewer estimated
     cycles is taken (`_faster_segments`): the partition without halo groups (they move
     fewer bytes but recompute rows), and for that one every operator on its own
-    (`_singletons`). `memo` keeps what these calls share (`_Memo`)."""
+    (`_singletons`; not when `unfuse` is off: the plain partition planned as the
+    alternative to halo groups is not split again, which changed no zoo model's plan and
+    saves a second scheduling of every operator). `memo` keeps what these calls share
+    (`_Memo`)."""
     from polyfuse.fusion.halo import HaloGroupPlan, plan_halo_group  # halo builds on this
 
     spm_elements = spm_bytes // 4
@@ -525,11 +529,11 @@ def plan_fusion(
         return FusionPlan(groups, spm_bytes)
     if any(isinstance(group, HaloGroupPlan) for group in groups):
         try:
-            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, memo=memo)
+            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, memo=memo, unfuse=False)
         except ScratchpadCapacityError:  # some operator fits only in bands
             return FusionPlan(groups, spm_bytes)
         groups = _faster_segments(groups, plain.groups)
-    else:
+    elif unfuse:
         alone = _singletons(graph, spm_elements, memo, overlap)
         if alone is not None:
             groups = _faster_segments(groups, alone, UNFUSE_FACTOR)
