@@ -111,6 +111,13 @@ def generic_operator(op: ir.Operation) -> GenericOperator:
     )
 
 
+def reassociation(op: ir.Operation) -> list[list[int]]:
+    """The dim groups of a `tensor.collapse_shape` / `tensor.expand_shape`."""
+    return [
+        [ir.IntegerAttr(d).value for d in ir.ArrayAttr(g)] for g in op.attributes["reassociation"]
+    ]
+
+
 def defining_op(value: ir.Value) -> ir.Operation | None:
     """The operation that defines `value`, or None for a block argument."""
     owner = value.owner

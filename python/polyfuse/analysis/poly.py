@@ -37,6 +37,7 @@ from polyfuse.analysis.operators import (
     defining_op,
     generic_operator,
     location_text,
+    reassociation,
     static_shape,
 )
 from polyfuse.errors import UnsupportedError
@@ -192,12 +193,6 @@ def _static(op: ir.Operation, name: str) -> list[int]:
     return list(ir.DenseI64ArrayAttr(op.attributes[name]))
 
 
-def _reassociation(op: ir.Operation) -> list[list[int]]:
-    return [
-        [ir.IntegerAttr(d).value for d in ir.ArrayAttr(g)] for g in op.attributes["reassociation"]
-    ]
-
-
 def _view_relation(op: ir.Operation, view: str, source: str) -> isl.Map:
     """view index -> source index for a view op."""
     view_shape = static_shape(op.result)
@@ -214,7 +209,7 @@ def _view_relation(op: ir.Operation, view: str, source: str) -> isl.Map:
         )
         return isl.Map(text)
     if op.name in ("tensor.collapse_shape", "tensor.expand_shape"):
-        groups = _reassociation(op)
+        groups = reassociation(op)
         collapse = op.name == "tensor.collapse_shape"
         # Build big -> small (the collapsed tensor is the "small" rank one), then orient.
         big_shape = source_shape if collapse else view_shape

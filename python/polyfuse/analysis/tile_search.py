@@ -67,6 +67,16 @@ def _divisors(n: int) -> tuple[int, ...]:
     return tuple(d for d in range(1, n + 1) if n % d == 0)
 
 
+def search_cached(
+    problem: TilingProblem, searched: dict[TilingProblem, Tiling | None]
+) -> Tiling | None:
+    """`search_tiling`, remembered in `searched` (planners pose the same problems for a
+    model's repeated layers and across candidate groups)."""
+    if problem not in searched:
+        searched[problem] = search_tiling(problem)
+    return searched[problem]
+
+
 def box_elements(access: AffineAccess, tile: tuple[int, ...]) -> int:
     size = 1
     for row in access.coeffs:

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from torch_mlir import ir
 
 from polyfuse.analysis.affine import AffineAccess
-from polyfuse.analysis.operators import GenericOperator, defining_op, generic_operator, static_shape
+from polyfuse.analysis.operators import (
+    GenericOperator,
+    defining_op,
+    generic_operator,
+    reassociation,
+    static_shape,
+)
 from polyfuse.lowering.pe_array import Contraction, classify_contraction
 from polyfuse.lowering.vector_body import plan_body
 
@@ -122,6 +128,18 @@ def generic_inputs(op: ir.Operation) -> int:
     return len(op.operands) - len(op.results)
 
 
+def operand_value(operator: Operator, use: OperandUse, init: bool) -> ir.Value:
+    """The tensor value `use` reads (an input, or an output's initial value)."""
+    if not init:
+        return operator.generic.inputs[use.index].value
+    live = [
+        o
+        for o, result in zip(operator.generic.outputs, operator.op.results, strict=True)
+        if len(list(result.uses)) > 0
+    ]
+    return live[use.index].value
+
+
 def pad_of_result(value: ir.Value) -> ir.Operation | None:
     """The `tensor.pad` an operator result is produced into: its only pad use, when every
     other use is an operator that reads it (which then reads the pad's interior)."""
@@ -164,9 +182,7 @@ def _reshape_rows(op: ir.Operation) -> list[int | None] | None:
     is (None: a unit dim); None for any other view."""
     if op.name not in ("tensor.collapse_shape", "tensor.expand_shape"):
         return None
-    groups = [
-        [ir.IntegerAttr(d).value for d in ir.ArrayAttr(g)] for g in op.attributes["reassociation"]
-    ]
+    groups = reassociation(op)
     source, result = static_shape(op.operands[0]), static_shape(op.result)
     rows: list[int | None] = [None] * len(result)
     for position, group in enumerate(groups):

@@ -28,19 +28,17 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
-from torch_mlir import ir
 
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.operators import defining_op
-from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
-from polyfuse.fusion.graph import OperandUse, Operator, OperatorGraph, StorageKey
+from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_cached
+from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey, operand_value
 from polyfuse.fusion.planner import (
     CAPACITY_STEPS,
     GroupPlan,
     OperatorPlan,
     _identity_loop,
     _internal,
-    aligned,
     operator_problem,
 )
 from polyfuse.fusion.resident import (
@@ -49,7 +47,7 @@ from polyfuse.fusion.resident import (
     resident_candidates,
     resident_choices,
 )
-from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
+from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS, padded
 
 BAND_CANDIDATES = 3  # largest fitting power-of-two band heights tried per group
 FULL_BAND_TILES = True
@@ -98,18 +96,6 @@ class _Structure:
     halo: bool  # some read is not an identity (else a shared dimension does it)
 
 
-def _operand_value(operator: Operator, use: OperandUse, init: bool) -> ir.Value:
-    """The tensor value `use` reads (an input, or an output's initial value)."""
-    if not init:
-        return operator.generic.inputs[use.index].value
-    live = [
-        o
-        for o, result in zip(operator.generic.outputs, operator.op.results, strict=True)
-        if len(list(result.uses)) > 0
-    ]
-    return live[use.index].value
-
-
 def _in_group_reads(
     graph: OperatorGraph, index: int, members: set[int]
 ) -> list[tuple[StorageKey, AffineAccess, bool]] | None:
@@ -126,7 +112,7 @@ def _in_group_reads(
         storage = graph.storages[key]
         if storage.viewed or use.through_view:
             return None
-        owner = defining_op(_operand_value(operator, use, init))
+        owner = defining_op(operand_value(operator, use, init))
         interior = bool(storage.low) and (owner is None or owner.name != "tensor.pad")
         reads.append((key, use.access, interior))
     return reads
@@ -506,7 +492,7 @@ def _banding(
         shape = list(graph.storages[key].shape)
         shape[structure.dims[key]] = int(np.max(rows[key][1] - rows[key][0]))
         shapes[key] = tuple(shape)
-    elements = sum(aligned(_product(shape)) for shape in shapes.values())
+    elements = sum(padded(_product(shape)) for shape in shapes.values())
     return _Banding(height, loops, rows, shapes, elements)
 
 
@@ -589,7 +575,7 @@ def _cost(
     banding, floors = bounded
     kept = {key for key, _ in resident.values()}
     on_chip = internal | kept
-    held = banding.elements + sum(aligned(elements) for _, elements in resident.values())
+    held = banding.elements + sum(padded(elements) for _, elements in resident.values())
     if held >= spm_elements:
         return None
     step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
@@ -606,9 +592,7 @@ def _cost(
         problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
         if FULL_BAND_TILES:
             problem = replace(problem, fixed_full=_full_loops(operator, structure.loops[index]))
-        if problem not in searched:
-            searched[problem] = search_tiling(problem)
-        found = searched[problem]
+        found = search_cached(problem, searched)
         if found is None:
             return None
         tilings[index, size] = found, dummy, problem

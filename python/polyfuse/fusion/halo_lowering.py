@@ -24,7 +24,6 @@ import numpy as np
 from torch_mlir import ir
 
 from polyfuse.analysis.operators import static_shape
-from polyfuse.dialects import accel
 from polyfuse.fusion.graph import Operator
 from polyfuse.fusion.halo import Band, HaloGroupPlan
 from polyfuse.fusion.planner import GroupPlan
@@ -53,9 +52,7 @@ def lower_halo_member(
             _enter_band(lowering, group, band, number)
             for index in group.operators:
                 lowering._lower_operator(lowering.graph.operators[index], group, band.plans[index])
-        for whole in [*lowering.spm[group.operators[0]].values(), *lowering.resident.values()]:
-            accel.dealloc(whole.buffer)
-        lowering.resident = {}
+        lowering.release(group)
     return None
 
 

@@ -38,7 +38,7 @@ from polyfuse.fusion.graph import (
 from polyfuse.fusion.halo import HaloGroupPlan, shift_access
 from polyfuse.fusion.halo_lowering import lower_halo_member
 from polyfuse.fusion.overlap import Overlap
-from polyfuse.fusion.planner import FusionPlan, GroupPlan, OperatorPlan, aligned, plan_fusion
+from polyfuse.fusion.planner import FusionPlan, GroupPlan, OperatorPlan, plan_fusion
 from polyfuse.lowering import layer_by_layer as lbl
 from polyfuse.lowering.contraction_embedding import plan_embedded_issue
 from polyfuse.lowering.dram import DramTensor
@@ -52,6 +52,7 @@ from polyfuse.lowering.tile_nest import (
     allocate_tiles,
     deallocate_tiles,
     merge_contiguous,
+    padded,
 )
 from polyfuse.lowering.vector_body import BodyEmitter, plan_body
 from polyfuse.targets import Target
@@ -158,7 +159,7 @@ class _FusedLowering:
             shape = shapes[key]
             elements = int(np.prod(shape))
             buffer = accel.alloc(elements, offset * 4)
-            offset += aligned(elements)
+            offset += padded(elements)
             placed[key] = DramTensor.whole(buffer, shape)
         return placed
 
@@ -186,11 +187,11 @@ class _FusedLowering:
     def load_resident(self, group: GroupPlan) -> None:
         """DMA every resident input (`resident.py`) into the scratchpad once, above the
         internal storages, where the group's operators read it."""
-        offset = sum(aligned(int(np.prod(s))) for s in group.slice_shapes.values())
+        offset = sum(padded(int(np.prod(s))) for s in group.slice_shapes.values())
         for value, (_, elements) in group.resident.items():
             source = self._view_location(value)
             buffer = accel.alloc(elements, offset * 4)
-            offset += aligned(elements)
+            offset += padded(elements)
             copy = DramTensor.whole(buffer, source.shape)
             keep = [d for d, extent in enumerate(source.shape) if extent > 1] or [0]
             shape, spm_strides, dram_strides = merge_contiguous(
@@ -208,6 +209,12 @@ class _FusedLowering:
             )
             accel.dma_wait(token)
             self.resident[value] = copy
+
+    def release(self, group: GroupPlan) -> None:
+        """accel.dealloc the group's internal storages and resident inputs."""
+        for whole in [*self.spm[group.operators[0]].values(), *self.resident.values()]:
+            accel.dealloc(whole.buffer)
+        self.resident = {}
 
     def _view_location(self, value: ir.Value) -> DramTensor:
         """Where `value` lives, lowering the views it is read through first when they come
@@ -279,9 +286,7 @@ class _FusedLowering:
         self.point = ir.InsertionPoint(self.state.entry)
         self.outer_iv = None
         with self.point:
-            for whole in [*self.spm[group.operators[0]].values(), *self.resident.values()]:
-                accel.dealloc(whole.buffer)
-        self.resident = {}
+            self.release(group)
 
     # --- one operator --------------------------------------------------------------
 

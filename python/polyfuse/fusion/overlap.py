@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
+from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_cached
 from polyfuse.fusion.graph import Operator
 from polyfuse.lowering.contraction_embedding import (
     ContractionChoice,
@@ -89,13 +89,7 @@ def schedule_operator(
     searches by problem (a model's repeated layers pose the same ones)."""
     if searched is None:
         searched = {}
-
-    def search(candidate: TilingProblem) -> Tiling | None:
-        if candidate not in searched:
-            searched[candidate] = search_tiling(candidate)
-        return searched[candidate]
-
-    least = search(problem)
+    least = search_cached(problem, searched)
     if least is None or overlap is None:
         return None if least is None else OperatorSchedule(least, 1, choice)
     plain = problem.multiple_of or (1,) * len(problem.extents)
@@ -116,7 +110,7 @@ def schedule_operator(
     for candidate_problem in problems:
         for fraction in fractions:
             capacity = int(problem.capacity_elements * fraction)
-            tiling = search(replace(candidate_problem, capacity_elements=capacity))
+            tiling = search_cached(replace(candidate_problem, capacity_elements=capacity), searched)
             if tiling is None:
                 continue
             if overlap.traffic_first and tiling.traffic_elements > least.traffic_elements:

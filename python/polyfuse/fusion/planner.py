@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from polyfuse.analysis.affine import AffineAccess
-from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_tiling
+from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_cached
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.overlap import (
@@ -48,7 +48,7 @@ from polyfuse.fusion.resident import (
     resident_choices,
 )
 from polyfuse.lowering.contraction_embedding import ContractionChoice
-from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
+from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS, padded
 
 # A group has at most 12 operators of more than 4096 iterations, and 24 in all: the
 # limit bounds planning time, which the large operators' tile searches dominate (a layer
@@ -63,10 +63,6 @@ TILE_CANDIDATES = 5  # largest outer tiles tried per shared dimension
 # decoupled engines overlap them, so it overstates groups of single-buffered operators
 # (ResNet-18's last blocks are estimated 0.74x alone and run slower).
 UNFUSE_FACTOR = 0.7
-
-
-def aligned(elements: int) -> int:
-    return -(-elements // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
 
 
 @dataclass
@@ -313,7 +309,7 @@ def _plan_group(
         # result read back by the next operator, as softmax's max is): growing the group
         # stops only when even slices one element thick along a dimension cannot fit.
         least_resident = sum(
-            aligned(graph.storages[key].elements // max(graph.storages[key].shape))
+            padded(graph.storages[key].elements // max(graph.storages[key].shape))
             for key in internal
         )
     for shared, tile in candidates:
@@ -327,7 +323,7 @@ def _plan_group(
                 shape[dims[key]] = tile
             slices[key] = tuple(shape)
         else:
-            resident = sum(aligned(_product(s)) for s in slices.values())
+            resident = sum(padded(_product(s)) for s in slices.values())
             least_resident = min(least_resident, resident)
             if resident >= spm_elements:
                 continue
@@ -368,7 +364,7 @@ def _plan_candidate(
     does not fit)."""
     internal, slices, held = storages
     shared, tile, trips = outer
-    held += sum(aligned(elements) for _, elements in kept.values())
+    held += sum(padded(elements) for _, elements in kept.values())
     if held >= spm_elements:
         return None
     step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
@@ -385,9 +381,7 @@ def _plan_candidate(
         if loop is not None:
             extents[loop] = tile
         problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
-        if problem not in searched:
-            searched[problem] = search_tiling(problem)
-        tiling = searched[problem]
+        tiling = search_cached(problem, searched)
         if tiling is None:
             return None
         traffic = tiling.traffic_elements - (1 if dummy else 0)
@@ -469,7 +463,6 @@ def plan_fusion(
 
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
-    best: list[tuple[int, GroupPlan | None, int]] = [(0, None, -1)] * (count + 1)
     cost = [0] + [-1] * count
     choice: list[GroupPlan | None] = [None] * (count + 1)
     if memo is None:
@@ -508,7 +501,6 @@ def plan_fusion(
                     choice[end] = group
             if least_resident >= spm_elements:
                 break
-    del best
     if count and cost[count] < 0:
         raise ScratchpadCapacityError(
             f"no fusion plan fits the {spm_bytes}-byte scratchpad (an operator does not fit "

@@ -12,22 +12,16 @@ cheapest exact cost.
 
 from __future__ import annotations
 
+import math
+
 from torch_mlir import ir
 
 from polyfuse.analysis.operators import static_shape
-from polyfuse.fusion.graph import OperandUse, Operator, OperatorGraph, StorageKey
-from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS
+from polyfuse.fusion.graph import OperatorGraph, StorageKey, operand_value
+from polyfuse.lowering.tile_nest import padded
 
 Resident = dict[ir.Value, tuple[StorageKey, int]]  # value -> (its storage, elements)
 RESIDENT_FRACTIONS = (0.0, 0.75)  # of the scratchpad the group's own buffers leave
-
-
-def _aligned(elements: int) -> int:
-    return -(-elements // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
-
-
-def _input_value(operator: Operator, use: OperandUse) -> ir.Value:
-    return operator.generic.inputs[use.index].value
 
 
 def resident_candidates(
@@ -54,12 +48,9 @@ def resident_candidates(
             if loops is not None and any(row[loops[index]] for row in use.access.coeffs):
                 varying.add(key)
                 continue
-            value = _input_value(operator, use)
+            value = operand_value(operator, use, init=False)
             by_storage.setdefault(key, set()).add(value)
-            elements = 1
-            for extent in static_shape(value):
-                elements *= extent
-            values[value] = (key, elements)
+            values[value] = (key, math.prod(static_shape(value)))
     kept = {
         value: entry
         for value, entry in values.items()
@@ -77,9 +68,9 @@ def resident_choices(candidates: Resident, free: int) -> list[Resident]:
         budget = int(free * fraction)
         choice: Resident = {}
         for value, (key, elements) in candidates.items():
-            if _aligned(elements) <= budget:
+            if padded(elements) <= budget:
                 choice[value] = (key, elements)
-                budget -= _aligned(elements)
+                budget -= padded(elements)
         if choice not in choices:
             choices.append(choice)
     return choices

@@ -27,6 +27,7 @@ from polyfuse.analysis.operators import (
     defining_op,
     generic_operator,
     location_text,
+    reassociation,
     static_shape,
 )
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem
@@ -262,22 +263,17 @@ def _lower_op(state: _State, op: ir.Operation) -> None:
     elif name == "tensor.pad":
         _lower_pad(state, op)
     elif name == "tensor.collapse_shape":
-        groups = [list(ir.ArrayAttr(g)) for g in op.attributes["reassociation"]]
-        groups_int = [[ir.IntegerAttr(d).value for d in g] for g in groups]
+        groups = reassociation(op)
         source = _dram_of(state, op.operands[0])
-        view = source.collapse(groups_int)
+        view = source.collapse(groups)
         if view is None:
             view = _copy_to_new(state, source, op)
-            view = view.collapse(groups_int)
+            view = view.collapse(groups)
             assert view is not None
         state.locations[op.result] = view
     elif name == "tensor.expand_shape":
-        groups = [
-            [ir.IntegerAttr(d).value for d in ir.ArrayAttr(g)]
-            for g in op.attributes["reassociation"]
-        ]
         source = _dram_of(state, op.operands[0])
-        state.locations[op.result] = source.expand(groups, static_shape(op.result))
+        state.locations[op.result] = source.expand(reassociation(op), static_shape(op.result))
     elif name == "tensor.extract_slice":
         _lower_extract_slice(state, op)
     elif name == "tensor.insert_slice":
