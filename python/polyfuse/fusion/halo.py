@@ -32,9 +32,11 @@ import numpy as np
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.operators import defining_op
 from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_cached
+from polyfuse.fusion.carry import written_in_place
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey, operand_value
 from polyfuse.fusion.planner import (
     CAPACITY_STEPS,
+    Carried,
     GroupPlan,
     OperatorPlan,
     _identity_loop,
@@ -285,18 +287,25 @@ def plan_halo_group(
     spm_elements: int,
     searched: dict[TilingProblem, Tiling | None],
     bound: int | None = None,
+    carried: Carried = (None, None),
 ) -> tuple[HaloGroupPlan | None, int]:
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
     none fits, none is cheaper or it needs no halo), and the resident elements of a
     banding that fits (else more than the scratchpad): the planner stops growing a group
-    when nothing fits, and a group that bands without a halo still lets it grow."""
+    when nothing fits, and a group that bands without a halo still lets it grow.
+    `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
+    the bands read and write their rows in place)."""
     never = spm_elements + 1  # "nothing fits"
     if len(members) < 2 or any(not graph.operators[i].outputs for i in members):
         return None, never
     internal = _internal(graph, set(members))
     if not internal or not _fits_lowering(graph, members, internal):
         return None, never
-    if bound is not None and _group_floor(graph, members, internal) >= bound:
+    whole = {key for key in carried if key is not None}
+    if not written_in_place(graph, carried[1], internal):
+        return None, never
+    held_whole = sum(padded(graph.storages[key].elements) for key in whole)
+    if bound is not None and _group_floor(graph, members, internal | whole) >= bound:
         return None, 0  # cannot pay; 0: whether a banding fits is not known
     found = _last_loop(graph, members)
     if found is None:
@@ -316,17 +325,22 @@ def plan_halo_group(
         if banding is None:
             continue
         least = min(least, banding.elements)
-        if banding.elements < spm_elements:
+        if banding.elements + held_whole < spm_elements:
             shaped.append(banding)
             if len(shaped) == BAND_CANDIDATES:
                 break
     if not structure.halo:
         return None, least  # a shared dimension does the same (`planner.py`)
-    candidates = resident_candidates(graph, members, structure.loops)
+    candidates = {
+        value: entry
+        for value, entry in resident_candidates(graph, members, structure.loops).items()
+        if entry[0] not in whole
+    }
     options = []  # (lower bound, banding, kept inputs), cheapest bound first
     for banding in shaped:
-        for choice in resident_choices(candidates, spm_elements - banding.elements):
-            floors = _floors(graph, members, internal, structure, banding, choice)
+        free = spm_elements - banding.elements - held_whole
+        for choice in resident_choices(candidates, free):
+            floors = _floors(graph, members, internal | whole, structure, banding, choice)
             floor = _lower_bound(floors, choice)
             options.append((floor, banding, choice, floors))
     options.sort(key=lambda option: option[0])
@@ -338,7 +352,7 @@ def plan_halo_group(
         costed = _cost(
             graph,
             members,
-            internal,
+            (internal, whole),
             structure,
             (banding, floors),
             choice,
@@ -352,6 +366,7 @@ def plan_halo_group(
         return None, least
     group = best[1]()
     group.aliases = aliases
+    group.carry_in, group.carry_out = carried
     assert group.bytes == best[0]
     return group, least
 
@@ -417,7 +432,8 @@ def footprint_floor(access: AffineAccess, extents: tuple[int, ...]) -> int:
 
 
 def _group_floor(graph: OperatorGraph, members: list[int], internal: set[StorageKey]) -> int:
-    """Bytes any schedule of the group moves: its DRAM operands' footprint floors."""
+    """Bytes any schedule of the group moves: its DRAM operands' footprint floors
+    (`internal`: every storage kept on chip, carried ones included)."""
     member_set = set(members)
     floors: dict[StorageKey, int] = {}
     for index in members:
@@ -426,7 +442,9 @@ def _group_floor(graph: OperatorGraph, members: list[int], internal: set[Storage
         uses = [
             u
             for u in operator.inputs
-            if u.storage is not None and graph.storages[u.storage].producer not in member_set
+            if u.storage is not None
+            and graph.storages[u.storage].producer not in member_set
+            and u.storage not in internal
         ]
         uses += [u for u in operator.outputs if u.storage is not None and u.storage not in internal]
         for use in uses:
@@ -559,7 +577,7 @@ def _aliases(
 def _cost(
     graph: OperatorGraph,
     members: list[int],
-    internal: set[StorageKey],
+    storages: tuple[set[StorageKey], set[StorageKey]],
     structure: _Structure,
     bounded: tuple[_Banding, dict[tuple[int, int], tuple[int, int]]],
     resident: Resident,
@@ -569,13 +587,16 @@ def _cost(
 ) -> tuple[int, Callable[[], HaloGroupPlan]] | None:
     """The exact traffic of running the group in these bands with these inputs kept
     and a function building that plan (None if a tile does not fit or it reaches
-    `limit` bytes; only the cheapest option's plan is built). Branch and bound: the
+    `limit` bytes; only the cheapest option's plan is built). `storages`: the internal
+    ones (band buffers) and the carried ones (held whole). Branch and bound: the
     operators with the largest floors are searched first, and the search stops as soon
     as the traffic found plus the floors of the rest reach `limit`."""
     banding, floors = bounded
+    internal, whole = storages
     kept = {key for key, _ in resident.values()}
-    on_chip = internal | kept
+    on_chip = internal | whole | kept
     held = banding.elements + sum(padded(elements) for _, elements in resident.values())
+    held += sum(padded(graph.storages[key].elements) for key in whole)
     if held >= spm_elements:
         return None
     step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)

@@ -57,9 +57,11 @@ def lower_halo_member(
 
 
 def _allocate(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
-    """accel.alloc one band buffer per internal storage; register the padded ones so
-    their `tensor.pad` ops (met before the group is emitted) are not lowered to DRAM."""
-    placed = lowering.allocate_slices(group.slice_shapes, group.slice_shapes)
+    """accel.alloc the storage carried to the next group (`carry.py`), then one band
+    buffer per internal storage; register the padded ones so their `tensor.pad` ops (met
+    before the group is emitted) are not lowered to DRAM."""
+    base = lowering.place_carried(group)
+    placed = lowering.allocate_slices(group.slice_shapes, group.slice_shapes, base)
     for (kind, owner), whole in placed.items():
         if kind == "pad":
             assert isinstance(owner, ir.Operation)

@@ -68,6 +68,9 @@ class _Operand:
     is_output: bool
     tile: TileOperand | None = None  # its tile in the operator's TileNest
     init: float | DramTensor | None = None  # outputs: fill value or where to copy from
+    # On chip whole (a resident input, a carried storage), not as one outer tile's
+    # slice: the group's outer tile loop moves its views as it moves DMAs.
+    whole: bool = False
 
 
 def lower_function_fused(
@@ -134,6 +137,11 @@ class _FusedLowering:
         self.open_group: GroupPlan | None = None
         self.top_down = False  # where the next operator's tiles go (ScratchpadArena)
         self.resident: dict[ir.Value, DramTensor] = {}  # the open group's resident inputs
+        # Storages carried from one group to the next (`carry.py`): where each is and
+        # whether it sits at the top end of the scratchpad (else at byte 0).
+        self.carried: dict[StorageKey, tuple[DramTensor, bool]] = {}
+        self.bottom_held = 0  # the open group's elements held from byte 0 up
+        self.top_held = 0  # and from the top down (a carried storage)
         self.point = ir.InsertionPoint(state.entry)  # where the next op goes
         assert state.entry is not None
 
@@ -143,17 +151,18 @@ class _FusedLowering:
         """Keep the layer-by-layer planning away from internal padded storages (their
         buffers are made when their group starts)."""
         for group in self.plan.groups:
-            for kind, owner in group.internal:
+            carried = {group.carry_out} if group.carry_out is not None else set()
+            for kind, owner in group.internal | carried:
                 if kind == "pad":
                     assert isinstance(owner, ir.Operation)
                     self.state.planned[owner.operands[0]] = None  # type: ignore[assignment]
 
     def allocate_slices(
-        self, keys: Iterable[StorageKey], shapes: dict[StorageKey, tuple[int, ...]]
+        self, keys: Iterable[StorageKey], shapes: dict[StorageKey, tuple[int, ...]], base: int = 0
     ) -> dict[StorageKey, DramTensor]:
         """accel.alloc one buffer of `shapes[key]` per storage, packed from scratchpad
-        byte 0 in the storages' creation order (deterministic layouts)."""
-        offset = 0
+        element `base` in the storages' creation order (deterministic layouts)."""
+        offset = base
         placed: dict[StorageKey, DramTensor] = {}
         for key in sorted(keys, key=lambda k: self.graph.storages[k].order):
             shape = shapes[key]
@@ -164,30 +173,62 @@ class _FusedLowering:
         return placed
 
     def _allocate_internal(self, group: GroupPlan) -> None:
-        """accel.alloc every internal storage of `group` at scratchpad bytes 0..R."""
-        placed = self.allocate_slices(group.internal, group.slice_shapes)
+        """accel.alloc the storage carried on, then every internal storage from the
+        bottom up (above a carried storage there)."""
+        placed = self.allocate_slices(group.internal, group.slice_shapes, self.place_carried(group))
         for key, whole in placed.items():
-            shape = group.slice_shapes[key]
-            kind, owner = key
-            if kind == "gen":
-                assert isinstance(owner, ir.Value)
-                self.state.planned[owner] = whole
-                continue
-            assert isinstance(owner, ir.Operation)
-            low = list(ir.DenseI64ArrayAttr(owner.attributes["static_low"]))
-            source_shape = list(static_shape(owner.operands[0]))
-            for dim, size in enumerate(shape):
-                if size != self.graph.storages[key].shape[dim]:
-                    source_shape[dim] = size  # the shared dim is never padded
-            self.pads[owner] = whole
-            self.state.pad_buffers[owner] = whole
-            self.state.planned[owner.operands[0]] = whole.slice(low, source_shape, [1] * len(shape))
+            self._register(key, whole)
         self.spm[group.operators[0]] = placed
+
+    def place_carried(self, group: GroupPlan) -> int:
+        """accel.alloc the storage `group` carries to the next group (`carry.py`) at the
+        end of the scratchpad its carried-in one does not use (the top when none), fill
+        its padding; returns the elements now held from byte 0 (where the group's own
+        buffers start)."""
+        spm = self.state.target.scratchpad_bytes // 4
+        bottom = top = 0
+        in_top: bool | None = None
+        if group.carry_in is not None:
+            whole, in_top = self.carried[group.carry_in]
+            size = padded(int(np.prod(whole.shape)))
+            top, bottom = (size, 0) if in_top else (0, size)
+        if group.carry_out is not None:
+            key = group.carry_out
+            shape = self.graph.storages[key].shape
+            size = padded(int(np.prod(shape)))
+            out_top = not in_top if in_top is not None else True
+            offset = spm - top - size if out_top else bottom
+            whole = DramTensor.whole(accel.alloc(int(np.prod(shape)), offset * 4), shape)
+            self._register(key, whole)
+            if key[0] == "pad":
+                self._fill_border(key, whole)
+            self.carried[key] = (whole, out_top)
+            top, bottom = (top + size, bottom) if out_top else (top, bottom + size)
+        self.bottom_held, self.top_held = bottom, top
+        return bottom
+
+    def _register(self, key: StorageKey, whole: DramTensor) -> None:
+        """Make the operators writing storage `key` (or its slice) write `whole`."""
+        kind, owner = key
+        if kind == "gen":
+            assert isinstance(owner, ir.Value)
+            self.state.planned[owner] = whole
+            return
+        assert isinstance(owner, ir.Operation)
+        low = list(ir.DenseI64ArrayAttr(owner.attributes["static_low"]))
+        source_shape = list(static_shape(owner.operands[0]))
+        for dim, size in enumerate(whole.shape):
+            if size != self.graph.storages[key].shape[dim]:
+                source_shape[dim] = size  # the shared dim is never padded
+        self.pads[owner] = whole
+        self.state.pad_buffers[owner] = whole
+        self.state.planned[owner.operands[0]] = whole.slice(low, source_shape, [1] * len(low))
 
     def load_resident(self, group: GroupPlan) -> None:
         """DMA every resident input (`resident.py`) into the scratchpad once, above the
         internal storages, where the group's operators read it."""
-        offset = sum(padded(int(np.prod(s))) for s in group.slice_shapes.values())
+        offset = self.bottom_held
+        offset += sum(padded(int(np.prod(s))) for s in group.slice_shapes.values())
         for value, (_, elements) in group.resident.items():
             source = self._view_location(value)
             buffer = accel.alloc(elements, offset * 4)
@@ -211,10 +252,15 @@ class _FusedLowering:
             self.resident[value] = copy
 
     def release(self, group: GroupPlan) -> None:
-        """accel.dealloc the group's internal storages and resident inputs."""
-        for whole in [*self.spm[group.operators[0]].values(), *self.resident.values()]:
+        """accel.dealloc the group's internal storages, resident inputs and the storage
+        it found on chip (the one it carries on stays)."""
+        buffers = [*self.spm[group.operators[0]].values(), *self.resident.values()]
+        if group.carry_in is not None:
+            buffers.append(self.carried.pop(group.carry_in)[0])
+        for whole in buffers:
             accel.dealloc(whole.buffer)
         self.resident = {}
+        self.bottom_held = self.top_held = 0
 
     def _view_location(self, value: ir.Value) -> DramTensor:
         """Where `value` lives, lowering the views it is read through first when they come
@@ -236,9 +282,10 @@ class _FusedLowering:
         if op.name != "linalg.generic" or op not in self.by_op:
             before = len(self.state.records)
             lbl._lower_op(self.state, op)
-            if self.open_group is not None and len(self.state.records) > before:
+            if (self.open_group is not None or self.carried) and len(self.state.records) > before:
                 raise UnsupportedError(
-                    f"{location_text(op)}: '{op.name}' moves data inside a fusion group"
+                    f"{location_text(op)}: '{op.name}' moves data inside a fusion group or "
+                    "while a storage is carried between groups"
                 )
             return
         operator = self.by_op[op]
@@ -270,16 +317,19 @@ class _FusedLowering:
     def _fill_borders(self, group: GroupPlan) -> None:
         for key, whole in self.spm[group.operators[0]].items():
             if key[0] == "pad":
-                pad = key[1]
-                assert isinstance(pad, ir.Operation)
-                value = lbl._pad_value(self.state, pad)
-                elements = int(np.prod(whole.shape))
-                emit_vector(
-                    "copy",
-                    TileView(whole.buffer, (1,)),
-                    [TileView(None, scalar=value)],
-                    (elements,),
-                )
+                self._fill_border(key, whole)
+
+    def _fill_border(self, key: StorageKey, whole: DramTensor) -> None:
+        """Fill a padded storage's buffer with its padding value (the producer then
+        writes the interior)."""
+        pad = key[1]
+        assert isinstance(pad, ir.Operation)
+        emit_vector(
+            "copy",
+            TileView(whole.buffer, (1,)),
+            [TileView(None, scalar=lbl._pad_value(self.state, pad))],
+            (int(np.prod(whole.shape)),),
+        )
 
     def _close_group(self, group: GroupPlan) -> None:
         assert self.state.entry is not None
@@ -311,6 +361,7 @@ class _FusedLowering:
         inputs: dict[int, _Operand] = {}
         scalars: dict[ir.Value, float] = {}
         weights: set[int] = set()
+        storage_of = {use.index: use.storage for use in operator.inputs}
         for index, operand in enumerate(generic.inputs):
             if operand.block_arg not in used:
                 continue
@@ -323,22 +374,26 @@ class _FusedLowering:
             if location.buffer in state.globals.values():
                 weights.add(index)
             location = self.resident.get(operand.value, location)  # kept on chip
+            on_chip = accel.is_scratchpad(location.buffer)
             inputs[index] = _Operand(
                 shift_access(operand.access, plan.offsets),
                 location,
-                accel.is_scratchpad(location.buffer),
+                on_chip,
                 False,
+                whole=on_chip and storage_of.get(index) not in group.internal,
             )
 
         outs: list[_Operand] = []
-        for operand in outputs:
+        for operand, use in zip(outputs, operator.outputs, strict=True):
             assert operand.result is not None
             location = state.planned.get(operand.result) or lbl._new_dram(
                 state, static_shape(operand.result)
             )
             state.locations[operand.result] = location
             access = shift_access(operand.access, plan.offsets)
-            entry = _Operand(access, location, accel.is_scratchpad(location.buffer), True)
+            on_chip = accel.is_scratchpad(location.buffer)
+            whole = on_chip and use.storage not in group.internal
+            entry = _Operand(access, location, on_chip, True, whole=whole)
             if operand.block_arg in used:
                 init = operand.value
                 if init in state.fills:
@@ -372,15 +427,17 @@ class _FusedLowering:
                     depth=_depth(item.access, tiling.order, trips),
                 )
             if item.is_output and item.init is not None:
-                _plan_initialisation(item, tile, tiling.order)
+                _plan_initialisation(item, tile, tiling.order, nest.outer)
         arena = ScratchpadArena(
-            state.target.scratchpad_bytes // 4, group.resident_elements, top_down=self.top_down
+            state.target.scratchpad_bytes // 4 - self.top_held,
+            group.resident_elements - self.top_held,
+            top_down=self.top_down,
         )
         self.top_down = not self.top_down
         tile_operands = [item.tile for item in [*inputs.values(), *outs] if item.tile is not None]
         allocate_tiles(arena, nest, tile_operands, plan.stages)
         temporaries = [arena.allocate(int(np.prod(tile))) for _ in range(operator.temporaries)]
-        if arena.peak_elements > state.target.scratchpad_bytes // 4:
+        if arena.peak_elements > arena.capacity_elements:
             raise UnsupportedError(f"{where}: fused tiles exceed the scratchpad")
 
         def view(operand: _Operand, tiles: Sequence[TileIndex]) -> TileView:
@@ -388,7 +445,10 @@ class _FusedLowering:
             if not operand.on_chip:
                 assert operand.tile.buffer is not None
                 return TileView(operand.tile.buffer, operand.tile.loop_strides())
-            return _in_place_view(operand.location, operand.access, tile, tiling.order, tiles)
+            moves = nest.outer if operand.whole else ()
+            return _in_place_view(
+                operand.location, operand.access, tile, tiling.order, tiles, moves
+            )
 
         choice = plan.choice
         contraction = None
@@ -483,10 +543,16 @@ def _tile_operand(operand: _Operand, tile: tuple[int, ...], depth: int) -> TileO
     return tile_operand
 
 
-def _plan_initialisation(operand: _Operand, tile: tuple[int, ...], order: tuple[int, ...]) -> None:
+def _plan_initialisation(
+    operand: _Operand,
+    tile: tuple[int, ...],
+    order: tuple[int, ...],
+    outer: Sequence[tuple[ir.Value, int, int]],
+) -> None:
     """How an output tile gets its initial value when neither a fill of its own buffer
     nor a DMA gives it: a fill of a tile viewed in place, or a copy from a storage on
-    chip (a convolution's bias broadcast) into the tile."""
+    chip (a convolution's bias broadcast, an internal storage: never moved by `outer`)
+    into the tile."""
     init = operand.init
     tile_operand = operand.tile
     assert tile_operand is not None and init is not None
@@ -499,7 +565,8 @@ def _plan_initialisation(operand: _Operand, tile: tuple[int, ...], order: tuple[
 
     def target_view(tiles: Sequence[TileIndex]) -> TileView:
         if operand.on_chip:
-            return _in_place_view(operand.location, operand.access, tile, order, tiles)
+            moves = outer if operand.whole else ()
+            return _in_place_view(operand.location, operand.access, tile, order, tiles, moves)
         assert tile_operand.buffer is not None
         return TileView(tile_operand.buffer, tile_operand.loop_strides())
 
@@ -532,15 +599,20 @@ def _in_place_view(
     tile: tuple[int, ...],
     order: tuple[int, ...],
     tiles: Sequence[TileIndex],
+    moves: Sequence[tuple[ir.Value, int, int]] = (),
 ) -> TileView:
-    """A tile's view of a storage held in the scratchpad: it starts where the tile does."""
+    """A tile's view of a storage held in the scratchpad: it starts where the tile does,
+    moved by the enclosing loops `moves` ((iv, loop, elements per iteration), a fused
+    group's outer tile loop) when the storage is held whole rather than as a slice."""
     coeffs, consts = access.coeffs, access.consts
     strides = tuple(
         sum(location.strides[r] * row[loop] for r, row in enumerate(coeffs))
         for loop in range(len(tile))
     )
     offset = location.offset + sum(s * c for s, c in zip(location.strides, consts, strict=True))
-    outer: list[tuple[ir.Value, int]] = []
+    outer: list[tuple[ir.Value, int]] = [
+        (iv, strides[loop] * step) for iv, loop, step in moves if strides[loop]
+    ]
     for index, loop in zip(tiles, order, strict=False):
         step = strides[loop] * tile[loop]
         offset += step * index.offset

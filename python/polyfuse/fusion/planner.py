@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_cached
 from polyfuse.errors import ScratchpadCapacityError
+from polyfuse.fusion.carry import carry_candidates, last_reader, written_in_place
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.overlap import (
     OperatorSchedule,
@@ -53,6 +54,7 @@ from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS, padded
 # A group has at most 12 operators of more than 4096 iterations, and 24 in all: the
 # limit bounds planning time, which the large operators' tile searches dominate (a layer
 # norm's per-row statistics are 6 of its 16 operators).
+Carried = tuple[StorageKey | None, StorageKey | None]  # (carried in, carried out)
 MAX_GROUP_OPERATORS = 12
 MAX_GROUP_SMALL_OPERATORS = 12
 SMALL_OPERATOR_ITERATIONS = 4096
@@ -97,6 +99,11 @@ class GroupPlan:
     # for every outer tile or band (`resident.py`); their load is charged to the plan
     # of the first operator reading them.
     resident: Resident = field(default_factory=dict)
+    # A storage the previous group left in the scratchpad, read here in place; one this
+    # group writes in place and leaves for the next (`carry.py`). Both whole, both
+    # counted in `resident_elements`.
+    carry_in: StorageKey | None = None
+    carry_out: StorageKey | None = None
 
     @property
     def bytes(self) -> int:
@@ -290,11 +297,18 @@ def _plan_group(
     members: list[int],
     spm_elements: int,
     searched: dict[TilingProblem, Tiling | None],
+    carried: Carried = (None, None),
 ) -> tuple[GroupPlan | None, int]:
     """The cheapest way to run `members` as one group (None if nothing fits) and the
-    fewest resident elements any candidate needed (to stop growing the group)."""
+    fewest resident elements any candidate needed (to stop growing the group).
+    `carried`: the storages it finds in and leaves in the scratchpad (`carry.py`)."""
     member_set = set(members)
     internal = _internal(graph, member_set)
+    carry_in, carry_out = carried
+    on_chip = {key for key in carried if key is not None}
+    if not written_in_place(graph, carry_out, internal):
+        return None, 0
+    held_carried = sum(padded(graph.storages[key].elements) for key in on_chip)
     candidates: list[tuple[dict[int, int] | None, int]] = [(None, 0)]
     if internal:
         for dimension in shared_dimensions(graph, members, internal):
@@ -323,7 +337,7 @@ def _plan_group(
                 shape[dims[key]] = tile
             slices[key] = tuple(shape)
         else:
-            resident = sum(padded(_product(s)) for s in slices.values())
+            resident = sum(padded(_product(s)) for s in slices.values()) + held_carried
             least_resident = min(least_resident, resident)
             if resident >= spm_elements:
                 continue
@@ -332,13 +346,17 @@ def _plan_group(
                 first = graph.operators[members[0]]
                 trips = first.generic.extents[shared[members[0]]] // tile
             # Inputs every outer tile reads whole, or several members read: load once?
-            candidates_kept = resident_candidates(graph, members, shared)
+            candidates_kept = {
+                value: entry
+                for value, entry in resident_candidates(graph, members, shared).items()
+                if entry[0] != carry_in
+            }
             choices = resident_choices(candidates_kept, spm_elements - resident)
             for kept in choices:
                 group = _plan_candidate(
                     graph,
                     members,
-                    (internal, slices, resident),
+                    (internal, slices, resident, on_chip),
                     (shared, tile, trips),
                     kept,
                     spm_elements,
@@ -346,30 +364,32 @@ def _plan_group(
                 )
                 if group is not None and (best is None or group.bytes < best.bytes):
                     best = group
+    if best is not None:
+        best.carry_in, best.carry_out = carried
     return best, least_resident
 
 
 def _plan_candidate(
     graph: OperatorGraph,
     members: list[int],
-    storages: tuple[set[StorageKey], dict[StorageKey, tuple[int, ...]], int],
+    storages: tuple[set[StorageKey], dict[StorageKey, tuple[int, ...]], int, set[StorageKey]],
     outer: tuple[dict[int, int] | None, int, int],
     kept: Resident,
     spm_elements: int,
     searched: dict[TilingProblem, Tiling | None],
 ) -> GroupPlan | None:
-    """One candidate of `_plan_group`: internal storages (their slices taking `held`
-    elements), the outer loop (shared dimension, tile, trips) and the resident inputs;
-    every operator at its least-traffic tiling in the scratchpad left (None if a tile
-    does not fit)."""
-    internal, slices, held = storages
+    """One candidate of `_plan_group`: internal storages (their slices and the carried
+    storages taking `held` elements), the outer loop (shared dimension, tile, trips) and
+    the resident inputs; every operator at its least-traffic tiling in the scratchpad
+    left (None if a tile does not fit)."""
+    internal, slices, held, carried = storages
     shared, tile, trips = outer
     held += sum(padded(elements) for _, elements in kept.values())
     if held >= spm_elements:
         return None
     step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)
     capacity = (spm_elements - held) // step * step
-    on_chip = internal | {key for key, _ in kept.values()}
+    on_chip = internal | carried | {key for key, _ in kept.values()}
     loads = first_loads(graph, members, kept)
     group = GroupPlan(
         members, internal, slices, tile if shared else 0, trips, held, resident=dict(kept)
@@ -423,15 +443,21 @@ class _Memo:
     their operator plans), speed schedules by (operator, problem, capacity)."""
 
     tilings: dict[TilingProblem, Tiling | None] = field(default_factory=dict)
-    groups: dict[tuple[int, ...], tuple[GroupPlan | None, int]] = field(default_factory=dict)
+    groups: dict[tuple[tuple[int, ...], Carried], tuple[GroupPlan | None, int]] = field(
+        default_factory=dict
+    )
     schedules: dict[tuple[int, TilingProblem, int], OperatorSchedule] = field(default_factory=dict)
 
     def plan_group(
-        self, graph: OperatorGraph, members: list[int], spm_elements: int
+        self,
+        graph: OperatorGraph,
+        members: list[int],
+        spm_elements: int,
+        carried: Carried = (None, None),
     ) -> tuple[GroupPlan | None, int]:
-        key = tuple(members)
+        key = (tuple(members), carried)
         if key not in self.groups:
-            self.groups[key] = _plan_group(graph, members, spm_elements, self.tilings)
+            self.groups[key] = _plan_group(graph, members, spm_elements, self.tilings, carried)
         group, least_resident = self.groups[key]
         if group is None:
             return None, least_resident
@@ -463,13 +489,25 @@ def plan_fusion(
 
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
-    cost = [0] + [-1] * count
-    choice: list[GroupPlan | None] = [None] * (count + 1)
+    # cost[(j, key)]: the fewest bytes running operators 0..j-1 that leave storage `key`
+    # (None: nothing) in the scratchpad for the group starting at j; `choice` has the
+    # last group and the storage it found on chip.
+    State = tuple[int, StorageKey | None]
+    cost: dict[State, int] = {(0, None): 0}
+    choice: dict[State, tuple[GroupPlan, StorageKey | None]] = {}
+
+    def offer(state: State, group: GroupPlan, before: State) -> None:
+        total = cost[before] + group.bytes
+        if state not in cost or total < cost[state]:
+            cost[state] = total
+            choice[state] = (group, before[1])
+
     if memo is None:
         memo = _Memo()
     searched = memo.tilings  # tilings are reused across groups
     for start in range(count):
-        if start > 0 and cost[start] < 0:
+        arriving = [key for j, key in cost if j == start]
+        if not arriving:
             continue
         large = 0
         limit = MAX_GROUP_OPERATORS + MAX_GROUP_SMALL_OPERATORS
@@ -483,10 +521,11 @@ def plan_fusion(
             if end - 1 > start and not _reads_from(graph, end - 1, set(members[:-1])):
                 continue  # the same cost as splitting before it: nothing to gain
             group, least_resident = memo.plan_group(graph, members, spm_elements)
-            if halo:  # a halo group must beat the plain one and the best way to reach `end`
+            if halo and (start, None) in cost:
+                # a halo group must beat the plain one and the best way to reach `end`
                 bounds = [group.bytes] if group is not None else []
-                if cost[end] >= 0:
-                    bounds.append(cost[end] - cost[start])
+                if (end, None) in cost:
+                    bounds.append(cost[(end, None)] - cost[(start, None)])
                 bound = min(bounds) if bounds else None
                 banded, banded_resident = plan_halo_group(
                     graph, members, spm_elements, searched, bound
@@ -494,25 +533,39 @@ def plan_fusion(
                 if banded is not None:
                     group = banded  # cheaper than `bound`
                 least_resident = min(least_resident, banded_resident)
-            if group is not None:
-                total = cost[start] + group.bytes
-                if cost[end] < 0 or total < cost[end]:
-                    cost[end] = total
-                    choice[end] = group
+            if group is not None and (start, None) in cost:
+                offer((end, None), group, (start, None))
+            # The same members finding a storage on chip, leaving one, or both.
+            leaving = carry_candidates(graph, members, spm_elements) if group else []
+            for carry_in in arriving:
+                if carry_in is not None and last_reader(graph, carry_in) >= end:
+                    continue  # the group must hold every reader of what it finds on chip
+                for carry_out in [None, *leaving]:
+                    if carry_in is None and carry_out is None:
+                        continue
+                    carries = (carry_in, carry_out)
+                    carried, _ = memo.plan_group(graph, members, spm_elements, carries)
+                    if halo:
+                        bound = carried.bytes if carried is not None else None
+                        banded, _ = plan_halo_group(
+                            graph, members, spm_elements, searched, bound, carries
+                        )
+                        carried = banded or carried
+                    if carried is not None:
+                        offer((end, carry_out), carried, (start, carry_in))
             if least_resident >= spm_elements:
                 break
-    if count and cost[count] < 0:
+    if count and (count, None) not in cost:
         raise ScratchpadCapacityError(
             f"no fusion plan fits the {spm_bytes}-byte scratchpad (an operator does not fit "
             "even on its own)"
         )
     groups: list[GroupPlan] = []
-    end = count
-    while end > 0:
-        group = choice[end]
-        assert group is not None
+    state: State = (count, None)
+    while state[0] > 0:
+        group, found = choice[state]
         groups.append(group)
-        end = group.operators[0]
+        state = (group.operators[0], found)
     groups.reverse()
     if overlap is None:
         return FusionPlan(groups, spm_bytes)
@@ -555,9 +608,12 @@ def _faster_segments(
     """Two partitions of the same operators cut at some common points; between two
     consecutive common cuts, the groups of `second` if their estimated cycles
     (`GroupPlan.cycles`) are below `factor` times those of `first`'s, else `first`'s.
-    Groups are self-contained (DRAM in, DRAM out), so any such mix is a plan, with its
-    bytes the sum of its groups'."""
-    common = {g.operators[0] for g in first} & {g.operators[0] for g in second}
+    Groups meet only in DRAM at a cut nothing is carried across (`carry.py`), so any
+    such mix of segments between those cuts is a plan, with its bytes the sum of its
+    groups'."""
+    common = {g.operators[0] for g in first if g.carry_in is None} & {
+        g.operators[0] for g in second if g.carry_in is None
+    }
     segments: tuple[dict[int, list[GroupPlan]], ...] = ({}, {})
     for side, groups in enumerate((first, second)):
         cut = 0

@@ -11,6 +11,7 @@ import torch
 
 import polyfuse
 from polyfuse.compiler import CompiledModel
+from polyfuse.fusion import planner
 from polyfuse.fusion.halo import HaloGroupPlan
 from polyfuse.models import get_model
 from polyfuse.testing.targets import edge_like
@@ -219,3 +220,28 @@ def test_resident_weight_read_through_a_later_reshape() -> None:
     assert any(g.resident for g in compiled.fusion_plans[0].groups)
     assert compiled.report is not None
     assert compiled.report.planned_bytes == compiled.report.dram_bytes
+
+
+class TwoMatmuls(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = torch.nn.Parameter(torch.randn(32, 64))
+        self.second = torch.nn.Parameter(torch.randn(64, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.first) @ self.second
+
+
+def test_storage_carried_between_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With groups limited to one large operator, the matmuls are two groups. The 16 x 64
+    # product fits the scratchpad beside both, so the first group leaves it on chip and
+    # the second reads it there: every tensor moves once, the product never.
+    monkeypatch.setattr(planner, "MAX_GROUP_OPERATORS", 1)
+    torch.manual_seed(0)
+    x = torch.randn(16, 32)
+    layered, fused = _compile_and_check(TwoMatmuls(), [x], TARGET)
+    assert fused.report is not None and layered.report is not None
+    first, second = fused.fusion_plans[0].groups
+    assert first.carry_out is not None and second.carry_in == first.carry_out
+    assert fused.report.dram_bytes == (16 * 32 + 32 * 64 + 64 * 16 + 16 * 16) * 4
+    assert layered.report.dram_bytes == fused.report.dram_bytes + 2 * 16 * 64 * 4

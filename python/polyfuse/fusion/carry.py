@@ -1,0 +1,87 @@
+"""Storages kept in the scratchpad from one group to the next (residency across groups).
+
+A group boundary normally costs its crossing tensor twice: the producing group writes
+it to DRAM and the next group reads it back. When the tensor fits beside both groups'
+own buffers, it can instead stay in the scratchpad: the producing group writes it in
+place (a full-size on-chip storage, like an internal one that outlives the group) and
+the next group reads it in place; neither moves it. The planner's dynamic programme
+carries at most one such storage across each cut (`planner.plan_fusion`), and prices
+both groups with it on chip, so the choice is made on exact bytes like every other.
+
+A storage can be carried out of a group when
+
+- the group produces it (an operator result, or the padded buffer it is written into),
+- nothing but operators uses it (not a function result, not copied),
+- some operator after the group reads it, and the next group is to hold every such
+  reader (checked by the planner when it picks the next group),
+- no operator uses it as an output's initial value (an in-place initialisation of a
+  tile from a carried storage is not lowered),
+- no data-movement op sits at the cut (`graph.after_copy`: those use the scratchpad
+  from byte 0),
+- it takes at most `MAX_CARRY_FRACTION` of the scratchpad, and at least
+  `MIN_CARRY_FRACTION` (smaller ones are not tried: planning time).
+
+The lowering places carried storages at the ends of the scratchpad, alternating (a
+group's carried-out storage goes to the end its carried-in one does not use), so the
+next group finds it where it was written (`lowering._FusedLowering`).
+"""
+
+from __future__ import annotations
+
+from polyfuse.fusion.graph import OperatorGraph, StorageKey
+
+MAX_CARRY_FRACTION = 0.8  # of the scratchpad a carried storage may take
+# Smaller storages are not tried (planning time): carrying one saves at most twice its
+# size, under 1/32 of the scratchpad.
+MIN_CARRY_FRACTION = 1 / 64
+
+
+def carry_candidates(
+    graph: OperatorGraph, members: list[int], spm_elements: int
+) -> list[StorageKey]:
+    """Storages the group of `members` (consecutive operators) may carry to the next."""
+    end = members[-1] + 1
+    if end >= len(graph.operators) or end in graph.after_copy:
+        return []
+    member_set = set(members)
+    initial = {
+        use.init for operator in graph.operators for use in operator.outputs if use.init is not None
+    }
+    found = []
+    for index in members:
+        for use in graph.operators[index].outputs:
+            key = use.storage
+            storage = graph.storages[key] if key is not None else None
+            if (
+                key is None
+                or storage is None
+                or key[0] not in ("gen", "pad")
+                or storage.external
+                or key in initial
+                or storage.users <= member_set
+                or not MIN_CARRY_FRACTION <= storage.elements / spm_elements <= MAX_CARRY_FRACTION
+            ):
+                continue
+            found.append(key)
+    return found
+
+
+def last_reader(graph: OperatorGraph, key: StorageKey) -> int:
+    """The last operator reading storage `key` (the next group must reach it)."""
+    return max(graph.storages[key].users)
+
+
+def written_in_place(
+    graph: OperatorGraph, carry_out: StorageKey | None, internal: set[StorageKey]
+) -> bool:
+    """Whether a group with `internal` storages can write `carry_out` in place: its
+    initial value, if it reads one, is on chip too (not a DRAM tensor)."""
+    if carry_out is None:
+        return True
+    producer = graph.storages[carry_out].producer
+    assert producer is not None
+    return all(
+        output.init is None or output.init in internal
+        for output in graph.operators[producer].outputs
+        if output.storage == carry_out
+    )
