@@ -288,14 +288,17 @@ def plan_halo_group(
     searched: dict[TilingProblem, Tiling | None],
     bound: int | None = None,
     carried: Carried = (None, None),
+    bandings: dict[tuple[tuple[int, ...], int], _Banding | None] | None = None,
 ) -> tuple[HaloGroupPlan | None, int]:
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
     none fits, none is cheaper or it needs no halo), and the resident elements of a
     banding that fits (else more than the scratchpad): the planner stops growing a group
     when nothing fits, and a group that bands without a halo still lets it grow.
     `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
-    the bands read and write their rows in place)."""
+    the bands read and write their rows in place). `bandings` keeps the bandings by
+    (members, height) across calls."""
     never = spm_elements + 1  # "nothing fits"
+    bandings = {} if bandings is None else bandings
     if len(members) < 2 or any(not graph.operators[i].outputs for i in members):
         return None, never
     internal = _internal(graph, set(members))
@@ -321,7 +324,10 @@ def plan_halo_group(
     for height in reversed(heights):  # tallest first: the few tallest that fit are tried
         if height * row_elements >= spm_elements and height > 1:
             continue  # every owner holds at least `height` rows: cannot fit
-        banding = _banding(graph, members, internal, structure, aliases, extent, height)
+        key = (tuple(members), height)
+        if key not in bandings:
+            bandings[key] = _banding(graph, members, internal, structure, aliases, extent, height)
+        banding = bandings[key]
         if banding is None:
             continue
         least = min(least, banding.elements)

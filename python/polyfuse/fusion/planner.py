@@ -30,6 +30,7 @@ moves.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_cached
@@ -296,7 +297,7 @@ def _plan_group(
     graph: OperatorGraph,
     members: list[int],
     spm_elements: int,
-    searched: dict[TilingProblem, Tiling | None],
+    memo: _Memo,
     carried: Carried = (None, None),
 ) -> tuple[GroupPlan | None, int]:
     """The cheapest way to run `members` as one group (None if nothing fits) and the
@@ -311,7 +312,10 @@ def _plan_group(
     held_carried = sum(padded(graph.storages[key].elements) for key in on_chip)
     candidates: list[tuple[dict[int, int] | None, int]] = [(None, 0)]
     if internal:
-        for dimension in shared_dimensions(graph, members, internal):
+        ordered = tuple(members)
+        if ordered not in memo.dimensions:  # the same for every carried variant
+            memo.dimensions[ordered] = shared_dimensions(graph, members, internal)
+        for dimension in memo.dimensions[ordered]:
             extent = graph.operators[members[0]].generic.extents[dimension[members[0]]]
             divisors = [d for d in range(1, extent) if extent % d == 0]
             for tile in sorted(divisors, reverse=True)[:TILE_CANDIDATES]:
@@ -360,7 +364,7 @@ def _plan_group(
                     (shared, tile, trips),
                     kept,
                     spm_elements,
-                    searched,
+                    memo.tilings,
                 )
                 if group is not None and (best is None or group.bytes < best.bytes):
                     best = group
@@ -439,10 +443,13 @@ def _reads_from(graph: OperatorGraph, index: int, members: set[int]) -> bool:
 @dataclass
 class _Memo:
     """What one `plan_fusion` and the alternatives it plans compute once: tilings by
-    problem, plain groups by members (handed out as copies: speed scheduling rewrites
-    their operator plans), speed schedules by (operator, problem, capacity)."""
+    problem, plain groups by members and carried storages (handed out as copies: speed
+    scheduling rewrites their operator plans), speed schedules by (operator, problem,
+    capacity), shared dimensions by members, halo bandings by (members, band height)."""
 
     tilings: dict[TilingProblem, Tiling | None] = field(default_factory=dict)
+    dimensions: dict[tuple[int, ...], list[dict[int, int]]] = field(default_factory=dict)
+    bandings: dict[tuple[tuple[int, ...], int], Any] = field(default_factory=dict)
     groups: dict[tuple[tuple[int, ...], Carried], tuple[GroupPlan | None, int]] = field(
         default_factory=dict
     )
@@ -457,7 +464,7 @@ class _Memo:
     ) -> tuple[GroupPlan | None, int]:
         key = (tuple(members), carried)
         if key not in self.groups:
-            self.groups[key] = _plan_group(graph, members, spm_elements, self.tilings, carried)
+            self.groups[key] = _plan_group(graph, members, spm_elements, self, carried)
         group, least_resident = self.groups[key]
         if group is None:
             return None, least_resident
@@ -528,7 +535,7 @@ def plan_fusion(
                     bounds.append(cost[(end, None)] - cost[(start, None)])
                 bound = min(bounds) if bounds else None
                 banded, banded_resident = plan_halo_group(
-                    graph, members, spm_elements, searched, bound
+                    graph, members, spm_elements, searched, bound, bandings=memo.bandings
                 )
                 if banded is not None:
                     group = banded  # cheaper than `bound`
@@ -548,7 +555,7 @@ def plan_fusion(
                     if halo:
                         bound = carried.bytes if carried is not None else None
                         banded, _ = plan_halo_group(
-                            graph, members, spm_elements, searched, bound, carries
+                            graph, members, spm_elements, searched, bound, carries, memo.bandings
                         )
                         carried = banded or carried
                     if carried is not None:
