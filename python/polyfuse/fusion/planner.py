@@ -478,7 +478,7 @@ def plan_fusion(
     overlap: Overlap | None = None,
     halo: bool = True,
     memo: _Memo | None = None,
-    unfuse: bool = True,
+    outermost: bool = True,
 ) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic.
 
@@ -488,14 +488,17 @@ def plan_fusion(
     planned too and, between the points where both cut, the one with fewer estimated
     cycles is taken (`_faster_segments`): the partition without halo groups (they move
     fewer bytes but recompute rows), and for that one every operator on its own
-    (`_singletons`; not when `unfuse` is off: the plain partition planned as the
-    alternative to halo groups is not split again, which changed no zoo model's plan and
-    saves a second scheduling of every operator). `memo` keeps what these calls share
-    (`_Memo`)."""
+    (`_singletons`). Storages are then carried between the chosen groups where that is
+    estimated no slower (`_carry_for_speed`) rather than inside the DP, whose bytes-only
+    carries can make groups slower and leave fewer cuts to mix at. The nested call
+    planning the plain alternative (`outermost` off) does neither: that changed no zoo
+    model's plan and saves a second scheduling of every operator. `memo` keeps what
+    these calls share (`_Memo`)."""
     from polyfuse.fusion.halo import HaloGroupPlan, plan_halo_group  # halo builds on this
 
     spm_elements = spm_bytes // 4
     count = len(graph.operators)
+    bytes_only = overlap is None or overlap.traffic_first  # carry in the DP (see above)
     # cost[(j, key)]: the fewest bytes running operators 0..j-1 that leave storage `key`
     # (None: nothing) in the scratchpad for the group starting at j; `choice` has the
     # last group and the storage it found on chip.
@@ -543,7 +546,7 @@ def plan_fusion(
             if group is not None and (start, None) in cost:
                 offer((end, None), group, (start, None))
             # The same members finding a storage on chip, leaving one, or both.
-            leaving = carry_candidates(graph, members, spm_elements) if group else []
+            leaving = carry_candidates(graph, members, spm_elements) if group and bytes_only else []
             for carry_in in arriving:
                 if carry_in is not None and last_reader(graph, carry_in) >= end:
                     continue  # the group must hold every reader of what it finds on chip
@@ -579,17 +582,68 @@ def plan_fusion(
     _schedule_for_speed(graph, groups, overlap, memo)
     if overlap.traffic_first:
         return FusionPlan(groups, spm_bytes)
+    if not outermost:
+        return FusionPlan(groups, spm_bytes)
     if any(isinstance(group, HaloGroupPlan) for group in groups):
         try:
-            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, memo=memo, unfuse=False)
+            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, memo=memo, outermost=False)
+            groups = _faster_segments(groups, plain.groups)
         except ScratchpadCapacityError:  # some operator fits only in bands
-            return FusionPlan(groups, spm_bytes)
-        groups = _faster_segments(groups, plain.groups)
-    elif unfuse:
+            pass
+    else:
         alone = _singletons(graph, spm_elements, memo, overlap)
         if alone is not None:
             groups = _faster_segments(groups, alone, UNFUSE_FACTOR)
+    groups = _carry_for_speed(graph, groups, spm_elements, memo, overlap)
     return FusionPlan(groups, spm_bytes)
+
+
+def _carry_for_speed(
+    graph: OperatorGraph,
+    groups: list[GroupPlan],
+    spm_elements: int,
+    memo: _Memo,
+    overlap: Overlap,
+) -> list[GroupPlan]:
+    """The same groups, with the storages carried across their cuts (`carry.py`) that
+    give the fewest estimated cycles, then bytes: a dynamic programme along the groups
+    over the storage carried at each cut, every group re-planned (plain, or banded if it
+    was a halo group) and tiled for speed with what it finds and leaves on chip."""
+    from polyfuse.fusion.halo import HaloGroupPlan, plan_halo_group
+
+    def variant(group: GroupPlan, carried: Carried) -> GroupPlan | None:
+        if carried == (None, None):
+            return group
+        plans = [memo.plan_group(graph, group.operators, spm_elements, carried)[0]]
+        if isinstance(group, HaloGroupPlan):
+            args = (graph, group.operators, spm_elements, memo.tilings, None, carried)
+            plans.append(plan_halo_group(*args, memo.bandings)[0])
+        found = [plan for plan in plans if plan is not None]
+        _schedule_for_speed(graph, found, overlap, memo)
+        return min(found, key=lambda p: (p.cycles, p.bytes), default=None)
+
+    # best[key]: (cycles, bytes, groups so far) leaving storage `key` on chip
+    best: dict[StorageKey | None, tuple[float, int, list[GroupPlan]]] = {None: (0.0, 0, [])}
+    for number, group in enumerate(groups):
+        leaving: list[StorageKey | None] = [None]
+        if number + 1 < len(groups):
+            last = groups[number + 1].operators[-1]
+            leaving += [
+                key
+                for key in carry_candidates(graph, group.operators, spm_elements)
+                if last_reader(graph, key) <= last
+            ]
+        reached: dict[StorageKey | None, tuple[float, int, list[GroupPlan]]] = {}
+        for carry_in, (cycles, moved, chosen) in best.items():
+            for carry_out in leaving:
+                plan = variant(group, (carry_in, carry_out))
+                if plan is None:
+                    continue
+                total = (cycles + plan.cycles, moved + plan.bytes, [*chosen, plan])
+                if carry_out not in reached or total[:2] < reached[carry_out][:2]:
+                    reached[carry_out] = total
+        best = reached
+    return best[None][2]
 
 
 def _singletons(
