@@ -2,11 +2,18 @@
 
 A group whose internal storages cannot share a dimension (a padded intermediate read by
 a convolution's `h*stride + kh*dilation - pad`) still fuses if the group's last
-operator is computed in *bands* of `b` output rows (Deep Fusion / DeFiNES, recompute
-variant). Walking backwards through the group, the rows every producer must compute
-for one band follow from its consumers' access relations, clipped to the producer's
-extent; rows two neighbouring bands both need are recomputed by both. Each internal
-storage holds one band's rows (the largest band's count), padding rows included.
+operator is computed in *bands* of `b` output rows (Deep Fusion / DeFiNES). Walking
+backwards through the group, the rows every producer must compute for one band follow
+from its consumers' access relations, clipped to the producer's extent. Each internal
+storage holds one band's rows (the largest band's count), padding rows included. The
+rows two neighbouring bands both need are handled both ways the literature does, and
+the cheaper is kept per group:
+
+- *recompute*: every band computes all the rows it needs, the shared ones again;
+- *cache* (`_cache_variant`): every band computes only rows no earlier band computed;
+  the shared rows stay on chip, moved to the top of their buffer when the next band
+  starts (an on-chip vector copy). Fewer rows computed, and the first operator reads
+  fewer input rows from DRAM.
 
 Bands are compile-time constants: the lowering (`halo_lowering.py`) emits the group's
 code once per band, every row range fixed. The cost of a halo group is exactly
@@ -16,8 +23,7 @@ code once per band, every row range fixed. The cost of a halo group is exactly
 with the same tile search (`search_tiling`) as every other group, so the plan stays
 equal to the emulator's count. Each band's operator plan keeps its tiling problem and
 capacity, so the planner re-tiles it for speed like any other (`overlap.py`; double
-buffers, the PE embedding). Only the recompute variant is implemented: the rows a band
-shares with the next are computed again, never kept.
+buffers, the PE embedding).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ from polyfuse.fusion.resident import (
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS, padded
 
 BAND_CANDIDATES = 3  # largest fitting power-of-two band heights tried per group
+# Both ways of handling the rows neighbouring bands share, tried for every banding.
+HALO_VARIANTS = ("recompute", "cache")
 FULL_BAND_TILES = True
 Range = tuple[int, int]  # [first, end)
 Ranges = tuple[np.ndarray, np.ndarray]  # [first, end) of every band
@@ -77,6 +85,9 @@ class HaloGroupPlan(GroupPlan):
     # Internal storages kept inside another one's buffer (see `_aliases`): storage ->
     # (the storage owning the buffer, offset of its coords in the owner's coords).
     aliases: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]] = field(default_factory=dict)
+    # The cache variant: each band computes only rows no earlier band computed and keeps
+    # the rows it shares with the previous one (moved on chip, `halo_lowering.py`).
+    cached: bool = False
 
     @property
     def bytes(self) -> int:
@@ -317,7 +328,8 @@ def plan_halo_group(
     last_loop, structure = found
     extent = graph.operators[members[-1]].generic.extents[last_loop]
     heights = _heights(extent) if structure.halo else [1]
-    shaped: list[_Banding] = []
+    shaped: list[_Banding] = []  # both variants of the few tallest bandings that fit
+    fitting = 0
     least = never
     owners = [graph.storages[key] for key in internal - set(aliases)]
     row_elements = sum(s.elements // s.shape[structure.dims[s.key]] for s in owners)
@@ -332,8 +344,13 @@ def plan_halo_group(
             continue
         least = min(least, banding.elements)
         if banding.elements + held_whole < spm_elements:
-            shaped.append(banding)
-            if len(shaped) == BAND_CANDIDATES:
+            if "recompute" in HALO_VARIANTS:
+                shaped.append(banding)
+            cached = _cache_variant(banding) if "cache" in HALO_VARIANTS else None
+            if cached is not None:
+                shaped.append(cached)
+            fitting += 1
+            if fitting == BAND_CANDIDATES:
                 break
     if not structure.halo:
         return None, least  # a shared dimension does the same (`planner.py`)
@@ -481,6 +498,7 @@ class _Banding:
     shapes: dict[StorageKey, tuple[int, ...]]  # band buffers (owners only)
     elements: int  # their aligned elements
     counts: dict[tuple[int, int], int] = field(default_factory=dict)  # see `_band_counts`
+    cached: bool = False  # `loops` are the rows each band computes new (`_cache_variant`)
 
     def band(self, number: int) -> Band:
         def pick(ranges: Ranges) -> Range:
@@ -518,6 +536,20 @@ def _banding(
         shapes[key] = tuple(shape)
     elements = sum(padded(_product(shape)) for shape in shapes.values())
     return _Banding(height, loops, rows, shapes, elements)
+
+
+def _cache_variant(banding: _Banding) -> _Banding | None:
+    """The same bands with every operator computing only the rows no earlier band
+    computed: band b starts where band b-1 ended (row ranges grow monotonically with
+    the band). The buffers hold the same rows; the rows band b shares with band b-1
+    stay on chip (None if some operator would compute nothing in some band)."""
+    loops = {}
+    for index, (first, end) in banding.loops.items():
+        new_first = np.concatenate([first[:1], np.maximum(first[1:], end[:-1])])
+        if np.any(new_first >= end):
+            return None
+        loops[index] = (new_first, end)
+    return replace(banding, loops=loops, counts={}, cached=True)
 
 
 def _aliases(
@@ -662,6 +694,7 @@ def _cost(
             band_height=banding.height,
             bands=bands,
             resident=dict(resident),
+            cached=banding.cached,
         )
 
     return total, build

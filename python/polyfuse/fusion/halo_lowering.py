@@ -49,7 +49,8 @@ def lower_halo_member(
         _plan_dram_outputs(lowering, group)
         lowering.load_resident(group)
         for number, band in enumerate(group.bands):
-            _enter_band(lowering, group, band, number)
+            previous = group.bands[number - 1] if number and group.cached else None
+            _enter_band(lowering, group, band, number, previous)
             for index in group.operators:
                 lowering._lower_operator(lowering.graph.operators[index], group, band.plans[index])
         lowering.release(group)
@@ -84,12 +85,25 @@ def _plan_dram_outputs(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
                 state.planned[result] = lbl._new_dram(state, static_shape(result))
 
 
-def _enter_band(lowering: _FusedLowering, group: HaloGroupPlan, band: Band, number: int) -> None:
-    """Point the internal storages' locations at the band's rows; fill padding."""
+def _enter_band(
+    lowering: _FusedLowering,
+    group: HaloGroupPlan,
+    band: Band,
+    number: int,
+    previous: Band | None,
+) -> None:
+    """Point the internal storages' locations at the band's rows; fill padding. In the
+    cache variant (`previous`: the band before), first move the rows both bands hold to
+    where this band's origin puts them."""
     state = lowering.state
     for key, whole in lowering.spm[group.operators[0]].items():
         dim = group.band_dims[key]
         first, end = band.rows[key]
+        kept_end = first  # rows [first, kept_end) come from the previous band
+        if previous is not None:
+            old_first, old_end = previous.rows[key]
+            kept_end = max(first, min(old_end, end))
+            _move_rows(whole, dim, kept_end - first, first - old_first)
         offset = whole.offset - first * whole.strides[dim]
         virtual = DramTensor(whole.buffer, whole.shape, whole.strides, offset)
         kind, owner = key
@@ -104,11 +118,16 @@ def _enter_band(lowering: _FusedLowering, group: HaloGroupPlan, band: Band, numb
         state.planned[owner.operands[0]] = virtual.slice(low, source_shape, [1] * len(low))
         interior = lowering.graph.storages[key].shape[dim] - low[dim]
         interior -= list(ir.DenseI64ArrayAttr(owner.attributes["static_high"]))[dim]
-        if number == 0 or first < low[dim] or end > low[dim] + interior:
+        value = lbl._pad_value(state, owner)
+        if previous is not None:  # only the new rows may need it (padding columns kept)
+            for rows in ((kept_end, min(end, low[dim])), (max(kept_end, low[dim] + interior), end)):
+                if rows[0] < rows[1]:
+                    _fill_rows(whole, dim, (rows[0] - first, rows[1] - first), value)
+        elif number == 0 or first < low[dim] or end > low[dim] + interior:
             emit_vector(
                 "copy",
                 TileView(whole.buffer, (1,)),
-                [TileView(None, scalar=lbl._pad_value(state, owner))],
+                [TileView(None, scalar=value)],
                 (int(np.prod(whole.shape)),),
             )
     for key, (root, offsets) in group.aliases.items():  # inside their owner's buffer
@@ -120,3 +139,34 @@ def _enter_band(lowering: _FusedLowering, group: HaloGroupPlan, band: Band, numb
         assert key[0] == "gen" and isinstance(owner, ir.Value)
         shape = lowering.graph.storages[key].shape
         state.planned[owner] = DramTensor(whole.buffer, shape, whole.strides, origin)
+
+
+def _move_rows(whole: DramTensor, dim: int, count: int, shift: int) -> None:
+    """Copy buffer rows [shift, shift + count) to [0, count): the rows the previous
+    band held `shift` rows further down. Chunks of at most `shift` rows, first to last,
+    so no copy reads rows an earlier one wrote."""
+    stride = whole.strides[dim]
+    row = 0
+    while shift > 0 and row < count:
+        rows = min(shift, count - row)
+        shape = list(whole.shape)
+        shape[dim] = rows
+        emit_vector(
+            "copy",
+            TileView(whole.buffer, whole.strides, offset=whole.offset + row * stride),
+            [TileView(whole.buffer, whole.strides, offset=whole.offset + (row + shift) * stride)],
+            tuple(shape),
+        )
+        row += rows
+
+
+def _fill_rows(whole: DramTensor, dim: int, rows: tuple[int, int], value: float) -> None:
+    """Fill buffer rows [rows) with the padding value."""
+    shape = list(whole.shape)
+    shape[dim] = rows[1] - rows[0]
+    emit_vector(
+        "copy",
+        TileView(whole.buffer, whole.strides, offset=whole.offset + rows[0] * whole.strides[dim]),
+        [TileView(None, scalar=value)],
+        tuple(shape),
+    )

@@ -232,14 +232,18 @@ class TwoMatmuls(torch.nn.Module):
         return (x @ self.first) @ self.second
 
 
-def test_storage_carried_between_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("traffic_first", [True, False])
+def test_storage_carried_between_groups(
+    monkeypatch: pytest.MonkeyPatch, traffic_first: bool
+) -> None:
     # With groups limited to one large operator, the matmuls are two groups. The 16 x 64
     # product fits the scratchpad beside both, so the first group leaves it on chip and
-    # the second reads it there: every tensor moves once, the product never.
+    # the second reads it there: every tensor moves once, the product never. Traffic
+    # first, the bytes DP carries it; by default, the cycles DP along the chosen groups.
     monkeypatch.setattr(planner, "MAX_GROUP_OPERATORS", 1)
     torch.manual_seed(0)
     x = torch.randn(16, 32)
-    layered, fused = _compile_and_check(TwoMatmuls(), [x], TARGET)
+    layered, fused = _compile_and_check(TwoMatmuls(), [x], TARGET, traffic_first)
     assert fused.report is not None and layered.report is not None
     first, second = fused.fusion_plans[0].groups
     assert first.carry_out is not None and second.carry_in == first.carry_out

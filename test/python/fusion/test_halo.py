@@ -18,6 +18,7 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.poly import build_module_model
 from polyfuse.compiler import UPSTREAM_PIPELINE, CompiledModel, run_upstream
 from polyfuse.frontend.importer import import_model
+from polyfuse.fusion import halo as halo_module
 from polyfuse.fusion.graph import build_graph
 from polyfuse.fusion.halo import HaloGroupPlan, band_ranges, band_structure, footprint_floor
 from polyfuse.models.small import ConvChain
@@ -64,48 +65,71 @@ def _compile(model: torch.nn.Module) -> tuple[CompiledModel, torch.Tensor]:
     return compiled, x
 
 
-def _hand_count(stride: int, height: int, weights: int, resident: bool) -> int:
+def _hand_count(stride: int, height: int, weights: int, resident: bool, cached: bool) -> int:
     """DRAM bytes of the banded chain, from the geometry alone.
 
     x is copied into its padded buffer (read x, write the interior). Band k of the second
     convolution's output rows [k*b, k*b+b) reads padded intermediate rows
     [s*k*b, s*(k*b+b-1)+3), i.e. ReLU (= first convolution) rows clipped to [0, SIZE)
-    after removing the padding row; those rows read padded x rows [lo, hi+2). Every band
-    reads its padded-x rows and writes its output rows once (whole tiles fit); the
-    weights and biases are loaded once when kept on chip, else once per band.
+    after removing the padding row: [lo, hi). Recomputing, the band computes all of
+    them; caching, only those from the previous band's `hi` on. Those rows read padded x
+    rows [lo, hi+2). Every band reads its padded-x rows and writes its output rows once
+    (whole tiles fit); the weights and biases are loaded once when kept on chip, else
+    once per band.
     """
     row = CHANNELS * (SIZE + 2)  # elements of one padded-x row
     out_size = SIZE // stride
     total = 2 * CHANNELS * SIZE * SIZE  # the copy into the padded buffer
     bands = 0
+    computed = 0  # the first convolution's rows computed so far (cache variant)
     for first in range(0, out_size, height):
         end = min(out_size, first + height)
         needed = (stride * first, stride * (end - 1) + 3)  # padded intermediate rows
         lo, hi = max(0, needed[0] - 1), min(SIZE, needed[1] - 1)  # first conv's rows
+        if cached:
+            lo, computed = max(lo, computed), hi
         total += (hi + 2 - lo) * row + (end - first) * CHANNELS * out_size
         bands += 1
     total += weights * (1 if resident else bands)
     return 4 * total
 
 
+@pytest.mark.parametrize("variant", ["recompute", "cache"])
 @pytest.mark.parametrize(
     ("stride", "depthwise"), [(1, False), (2, False), (1, True)], ids=["3x3", "stride2", "dw"]
 )
-def test_chain_runs_in_bands_with_the_hand_computed_traffic(stride: int, depthwise: bool) -> None:
+def test_chain_runs_in_bands_with_the_hand_computed_traffic(
+    monkeypatch: pytest.MonkeyPatch, stride: int, depthwise: bool, variant: str
+) -> None:
+    monkeypatch.setattr(halo_module, "HALO_VARIANTS", (variant,))
     model = TwoConvs(stride, depthwise).eval()
     compiled, _ = _compile(model)
     groups = compiled.fusion_plans[0].groups
     halo = [g for g in groups if isinstance(g, HaloGroupPlan)]
     # One banded group holds the whole chain: the intermediate never touches DRAM.
     assert len(halo) == 1 and len(halo[0].bands) > 1
+    assert halo[0].cached == (variant == "cache")
     assert len(halo[0].operators) == len(compiled.fusion_plans[0].group_of())
     second_weights = CHANNELS * (1 if depthwise else CHANNELS) * 9
     weights = CHANNELS * CHANNELS * 9 + second_weights + 2 * CHANNELS
     kept = sum(elements for _, elements in halo[0].resident.values())
     assert kept in (0, weights)  # these shapes make keeping all of them or none the options
-    expected = _hand_count(stride, halo[0].band_height, weights, kept == weights)
+    expected = _hand_count(stride, halo[0].band_height, weights, kept == weights, halo[0].cached)
     assert compiled.report is not None
     assert compiled.report.dram_bytes == expected
+
+
+def test_the_cheaper_halo_variant_is_chosen_per_group() -> None:
+    # Both variants planned, the cache one reads fewer input rows: it is the one kept.
+    compiled, _ = _compile(TwoConvs().eval())
+    halo = [g for g in compiled.fusion_plans[0].groups if isinstance(g, HaloGroupPlan)]
+    assert len(halo) == 1 and halo[0].cached
+    weights = 2 * (CHANNELS * CHANNELS * 9 + CHANNELS)
+    kept = sum(elements for _, elements in halo[0].resident.values()) == weights
+    recompute = _hand_count(1, halo[0].band_height, weights, kept, cached=False)
+    assert compiled.report is not None
+    assert compiled.report.dram_bytes == _hand_count(1, halo[0].band_height, weights, kept, True)
+    assert compiled.report.dram_bytes < recompute
 
 
 def _rows(footprint: isl.Set, dim: int) -> tuple[int, int]:
