@@ -5,7 +5,10 @@ row ranges compile-time constants:
 
     accel.alloc every internal storage's band buffer (bytes 0..R of the scratchpad)
     per band:
-      re-fill the buffers of padded storages whose band holds padding rows
+      cache variant: move the rows this band shares with the previous one to the top of
+      each buffer; fill only the new padding rows
+      recompute variant: re-fill the buffers of padded storages whose band holds
+      padding rows
       per operator: `_FusedLowering._lower_operator` with the band's extents, loop
       offsets (folded into the access constants) and tiling
 
