@@ -300,6 +300,7 @@ def plan_halo_group(
     bound: int | None = None,
     carried: Carried = (None, None),
     bandings: dict[tuple[tuple[int, ...], int], _Banding | None] | None = None,
+    variants: tuple[str, ...] | None = None,
 ) -> tuple[HaloGroupPlan | None, int]:
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
     none fits, none is cheaper or it needs no halo), and the resident elements of a
@@ -307,9 +308,10 @@ def plan_halo_group(
     when nothing fits, and a group that bands without a halo still lets it grow.
     `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
     the bands read and write their rows in place). `bandings` keeps the bandings by
-    (members, height) across calls."""
+    (members, height) across calls. `variants`: of `HALO_VARIANTS`, the ones tried."""
     never = spm_elements + 1  # "nothing fits"
     bandings = {} if bandings is None else bandings
+    variants = HALO_VARIANTS if variants is None else variants
     if len(members) < 2 or any(not graph.operators[i].outputs for i in members):
         return None, never
     internal = _internal(graph, set(members))
@@ -344,9 +346,9 @@ def plan_halo_group(
             continue
         least = min(least, banding.elements)
         if banding.elements + held_whole < spm_elements:
-            if "recompute" in HALO_VARIANTS:
+            if "recompute" in variants:
                 shaped.append(banding)
-            cached = _cache_variant(banding) if "cache" in HALO_VARIANTS else None
+            cached = _cache_variant(banding) if "cache" in variants else None
             if cached is not None:
                 shaped.append(cached)
             fitting += 1
