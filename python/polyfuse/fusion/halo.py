@@ -299,7 +299,7 @@ def plan_halo_group(
     searched: dict[TilingProblem, Tiling | None],
     bound: int | None = None,
     carried: Carried = (None, None),
-    bandings: dict[tuple[tuple[int, ...], int], _Banding | None] | None = None,
+    bandings: dict[tuple[tuple[int, ...], int, bool], _Banding | None] | None = None,
     variants: tuple[str, ...] | None = None,
 ) -> tuple[HaloGroupPlan | None, int]:
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
@@ -308,7 +308,7 @@ def plan_halo_group(
     when nothing fits, and a group that bands without a halo still lets it grow.
     `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
     the bands read and write their rows in place). `bandings` keeps the bandings by
-    (members, height) across calls. `variants`: of `HALO_VARIANTS`, the ones tried."""
+    (members, height, cache variant) across calls. `variants`: of `HALO_VARIANTS`, the ones tried."""
     never = spm_elements + 1  # "nothing fits"
     bandings = {} if bandings is None else bandings
     variants = HALO_VARIANTS if variants is None else variants
@@ -338,7 +338,7 @@ def plan_halo_group(
     for height in reversed(heights):  # tallest first: the few tallest that fit are tried
         if height * row_elements >= spm_elements and height > 1:
             continue  # every owner holds at least `height` rows: cannot fit
-        key = (tuple(members), height)
+        key = (tuple(members), height, False)
         if key not in bandings:
             bandings[key] = _banding(graph, members, internal, structure, aliases, extent, height)
         banding = bandings[key]
@@ -348,9 +348,13 @@ def plan_halo_group(
         if banding.elements + held_whole < spm_elements:
             if "recompute" in variants:
                 shaped.append(banding)
-            cached = _cache_variant(banding) if "cache" in variants else None
-            if cached is not None:
-                shaped.append(cached)
+            if "cache" in variants:
+                variant = (tuple(members), height, True)
+                if variant not in bandings:
+                    bandings[variant] = _cache_variant(banding)
+                cached = bandings[variant]
+                if cached is not None:
+                    shaped.append(cached)
             fitting += 1
             if fitting == BAND_CANDIDATES:
                 break
