@@ -6,14 +6,16 @@ own buffers, it can instead stay in the scratchpad: the producing group writes i
 place (a full-size on-chip storage, like an internal one that outlives the group) and
 the next group reads it in place; neither moves it. The planner's dynamic programme
 carries at most one such storage across each cut (`planner.plan_fusion`), and prices
-both groups with it on chip, so the choice is made on exact bytes like every other.
+both groups with it on chip, so the choice is made on exact bytes like every other. A
+storage the next group does not finish reading stays on chip through it, to the group
+of its last reader (a skip connection around a block split into groups); nothing else
+is carried meanwhile.
 
 A storage can be carried out of a group when
 
 - the group produces it (an operator result, or the padded buffer it is written into),
 - nothing but operators uses it (not a function result, not copied),
-- some operator after the group reads it, and the next group is to hold every such
-  reader (checked by the planner when it picks the next group),
+- some operator after the group reads it,
 - no operator uses it as an output's initial value (an in-place initialisation of a
   tile from a carried storage is not lowered),
 - no data-movement op sits at the cut (`graph.after_copy`: those use the scratchpad

@@ -318,7 +318,7 @@ def plan_halo_group(
     if not internal or not _fits_lowering(graph, members, internal):
         return None, never
     whole = {key for key in carried if key is not None}
-    if not written_in_place(graph, carried[1], internal):
+    if carried[1] != carried[0] and not written_in_place(graph, carried[1], internal):
         return None, never
     held_whole = sum(padded(graph.storages[key].elements) for key in whole)
     if bound is not None and _group_floor(graph, members, internal | whole) >= bound:

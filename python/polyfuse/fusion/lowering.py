@@ -192,7 +192,7 @@ class _FusedLowering:
             whole, in_top = self.carried[group.carry_in]
             size = padded(int(np.prod(whole.shape)))
             top, bottom = (size, 0) if in_top else (0, size)
-        if group.carry_out is not None:
+        if group.carry_out is not None and group.carry_out != group.carry_in:
             key = group.carry_out
             shape = self.graph.storages[key].shape
             size = padded(int(np.prod(shape)))
@@ -255,7 +255,7 @@ class _FusedLowering:
         """accel.dealloc the group's internal storages, resident inputs and the storage
         it found on chip (the one it carries on stays)."""
         buffers = [*self.spm[group.operators[0]].values(), *self.resident.values()]
-        if group.carry_in is not None:
+        if group.carry_in is not None and group.carry_in != group.carry_out:
             buffers.append(self.carried.pop(group.carry_in)[0])
         for whole in buffers:
             accel.dealloc(whole.buffer)

@@ -101,8 +101,8 @@ class GroupPlan:
     # of the first operator reading them.
     resident: Resident = field(default_factory=dict)
     # A storage the previous group left in the scratchpad, read here in place; one this
-    # group writes in place and leaves for the next (`carry.py`). Both whole, both
-    # counted in `resident_elements`.
+    # group writes in place (or keeps: the same storage) and leaves for the next
+    # (`carry.py`). Both whole, both counted in `resident_elements`.
     carry_in: StorageKey | None = None
     carry_out: StorageKey | None = None
 
@@ -307,7 +307,7 @@ def _plan_group(
     internal = _internal(graph, member_set)
     carry_in, carry_out = carried
     on_chip = {key for key in carried if key is not None}
-    if not written_in_place(graph, carry_out, internal):
+    if carry_out != carry_in and not written_in_place(graph, carry_out, internal):
         return None, 0
     held_carried = sum(padded(graph.storages[key].elements) for key in on_chip)
     candidates: list[tuple[dict[int, int] | None, int]] = [(None, 0)]
@@ -553,9 +553,9 @@ def plan_fusion(
             # The same members finding a storage on chip, leaving one, or both.
             leaving = carry_candidates(graph, members, spm_elements) if group and bytes_only else []
             for carry_in in arriving:
-                if carry_in is not None and last_reader(graph, carry_in) >= end:
-                    continue  # the group must hold every reader of what it finds on chip
-                for carry_out in [None, *leaving]:
+                # What the group finds on chip and is not done reading stays there.
+                through = carry_in is not None and last_reader(graph, carry_in) >= end
+                for carry_out in [carry_in] if through else [None, *leaving]:
                     if carry_in is None and carry_out is None:
                         continue
                     carries = (carry_in, carry_out)
@@ -633,16 +633,12 @@ def _carry_for_speed(
     best: dict[StorageKey | None, tuple[float, int, list[GroupPlan]]] = {None: (0.0, 0, [])}
     for number, group in enumerate(groups):
         leaving: list[StorageKey | None] = [None]
-        if number + 1 < len(groups):
-            last = groups[number + 1].operators[-1]
-            leaving += [
-                key
-                for key in carry_candidates(graph, group.operators, spm_elements)
-                if last_reader(graph, key) <= last
-            ]
+        if number + 1 < len(groups):  # kept through later groups until its last reader
+            leaving += carry_candidates(graph, group.operators, spm_elements)
         reached: dict[StorageKey | None, tuple[float, int, list[GroupPlan]]] = {}
         for carry_in, (cycles, moved, chosen) in best.items():
-            for carry_out in leaving:
+            through = carry_in is not None and last_reader(graph, carry_in) > group.operators[-1]
+            for carry_out in [carry_in] if through else leaving:
                 plan = variant(group, (carry_in, carry_out))
                 if plan is None:
                     continue

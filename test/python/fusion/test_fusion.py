@@ -249,3 +249,36 @@ def test_storage_carried_between_groups(
     assert first.carry_out is not None and second.carry_in == first.carry_out
     assert fused.report.dram_bytes == (16 * 32 + 32 * 64 + 64 * 16 + 16 * 16) * 4
     assert layered.report.dram_bytes == fused.report.dram_bytes + 2 * 16 * 64 * 4
+
+
+class SkipOverAMatmul(torch.nn.Module):
+    """h = x W1; out = (h W2) W3 + h: h is read again two matmuls later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = torch.nn.Parameter(torch.randn(32, 128))
+        self.second = torch.nn.Parameter(torch.randn(128, 16))
+        self.third = torch.nn.Parameter(torch.randn(16, 128))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x @ self.first
+        return (h @ self.second) @ self.third + h
+
+
+@pytest.mark.parametrize("traffic_first", [True, False])
+def test_skip_connection_stays_on_chip_through_a_group(
+    monkeypatch: pytest.MonkeyPatch, traffic_first: bool
+) -> None:
+    # Three groups (one large operator each; the add joins the last matmul). h (16 x 128)
+    # is read by the next group and by the add after it: it stays on chip through the
+    # middle group, whose 16 x 16 product then makes the one DRAM round trip.
+    monkeypatch.setattr(planner, "MAX_GROUP_OPERATORS", 1)
+    torch.manual_seed(0)
+    x = torch.randn(16, 32)
+    _, fused = _compile_and_check(SkipOverAMatmul(), [x], TARGET, traffic_first)
+    assert fused.report is not None
+    first, middle, last = fused.fusion_plans[0].groups
+    assert first.carry_out is not None
+    assert middle.carry_in == middle.carry_out == last.carry_in == first.carry_out
+    weights = 32 * 128 + 128 * 16 + 16 * 128
+    assert fused.report.dram_bytes == (16 * 32 + weights + 2 * 16 * 16 + 16 * 128) * 4
