@@ -232,25 +232,6 @@ class TwoMatmuls(torch.nn.Module):
         return (x @ self.first) @ self.second
 
 
-@pytest.mark.parametrize("traffic_first", [True, False])
-def test_storage_carried_between_groups(
-    monkeypatch: pytest.MonkeyPatch, traffic_first: bool
-) -> None:
-    # With groups limited to one large operator, the matmuls are two groups. The 16 x 64
-    # product fits the scratchpad beside both, so the first group leaves it on chip and
-    # the second reads it there: every tensor moves once, the product never. Traffic
-    # first, the bytes DP carries it; by default, the cycles DP along the chosen groups.
-    monkeypatch.setattr(planner, "MAX_GROUP_OPERATORS", 1)
-    torch.manual_seed(0)
-    x = torch.randn(16, 32)
-    layered, fused = _compile_and_check(TwoMatmuls(), [x], TARGET, traffic_first)
-    assert fused.report is not None and layered.report is not None
-    first, second = fused.fusion_plans[0].groups
-    assert first.carry_out is not None and second.carry_in == first.carry_out
-    assert fused.report.dram_bytes == (16 * 32 + 32 * 64 + 64 * 16 + 16 * 16) * 4
-    assert layered.report.dram_bytes == fused.report.dram_bytes + 2 * 16 * 64 * 4
-
-
 class SkipOverAMatmul(torch.nn.Module):
     """h = x W1; out = (h W2) W3 + h: h is read again two matmuls later."""
 
@@ -265,17 +246,39 @@ class SkipOverAMatmul(torch.nn.Module):
         return (h @ self.second) @ self.third + h
 
 
+def _one_large_operator_per_group(
+    monkeypatch: pytest.MonkeyPatch, model: torch.nn.Module, traffic_first: bool
+) -> tuple[CompiledModel, CompiledModel]:
+    """Compile and check `model` on a 16 x 32 input with groups limited to one large
+    operator, so its matmuls are separate groups. Traffic first the bytes DP carries
+    storages between them; by default, the cycles DP along the chosen groups."""
+    monkeypatch.setattr(planner, "MAX_GROUP_OPERATORS", 1)
+    torch.manual_seed(0)
+    return _compile_and_check(model, [torch.randn(16, 32)], TARGET, traffic_first)
+
+
+@pytest.mark.parametrize("traffic_first", [True, False])
+def test_storage_carried_between_groups(
+    monkeypatch: pytest.MonkeyPatch, traffic_first: bool
+) -> None:
+    # The 16 x 64 product fits the scratchpad beside both groups, so the first leaves it
+    # on chip and the second reads it there: every tensor moves once, the product never.
+    layered, fused = _one_large_operator_per_group(monkeypatch, TwoMatmuls(), traffic_first)
+    assert fused.report is not None and layered.report is not None
+    first, second = fused.fusion_plans[0].groups
+    assert first.carry_out is not None and second.carry_in == first.carry_out
+    assert fused.report.dram_bytes == (16 * 32 + 32 * 64 + 64 * 16 + 16 * 16) * 4
+    assert layered.report.dram_bytes == fused.report.dram_bytes + 2 * 16 * 64 * 4
+
+
 @pytest.mark.parametrize("traffic_first", [True, False])
 def test_skip_connection_stays_on_chip_through_a_group(
     monkeypatch: pytest.MonkeyPatch, traffic_first: bool
 ) -> None:
-    # Three groups (one large operator each; the add joins the last matmul). h (16 x 128)
-    # is read by the next group and by the add after it: it stays on chip through the
-    # middle group, whose 16 x 16 product then makes the one DRAM round trip.
-    monkeypatch.setattr(planner, "MAX_GROUP_OPERATORS", 1)
-    torch.manual_seed(0)
-    x = torch.randn(16, 32)
-    _, fused = _compile_and_check(SkipOverAMatmul(), [x], TARGET, traffic_first)
+    # Three groups (the add joins the last matmul). h (16 x 128) is read by the next
+    # group and by the add after it: it stays on chip through the middle group, whose
+    # 16 x 16 product then makes the one DRAM round trip.
+    _, fused = _one_large_operator_per_group(monkeypatch, SkipOverAMatmul(), traffic_first)
     assert fused.report is not None
     first, middle, last = fused.fusion_plans[0].groups
     assert first.carry_out is not None
