@@ -624,6 +624,8 @@ def _carry_for_speed(
         if isinstance(group, HaloGroupPlan):
             args = (graph, group.operators, spm_elements, memo.tilings, None, carried)
             for kind in HALO_VARIANTS:
+                if carried == (None, None) and group.cached == (kind == "cache"):
+                    continue  # the DP's own plan: `group`
                 plans.append(plan_halo_group(*args, memo.bandings, (kind,))[0])
         found = [plan for plan in plans if plan is not None]
         _schedule_for_speed(graph, [plan for plan in found if plan is not group], overlap, memo)
