@@ -21,7 +21,8 @@ A storage can be carried out of a group when
 - no data-movement op sits at the cut (`graph.after_copy`: those use the scratchpad
   from byte 0),
 - it takes at most `MAX_CARRY_FRACTION` of the scratchpad, and at least
-  `MIN_CARRY_FRACTION` (smaller ones are not tried: planning time).
+  `MIN_CARRY_ELEMENTS` or 1/64 of the scratchpad, whichever is less (smaller ones
+  are not tried: planning time).
 
 The lowering places carried storages at the ends of the scratchpad, alternating (a
 group's carried-out storage goes to the end its carried-in one does not use), so the
@@ -34,8 +35,8 @@ from polyfuse.fusion.graph import OperatorGraph, StorageKey
 
 MAX_CARRY_FRACTION = 0.8  # of the scratchpad a carried storage may take
 # Smaller storages are not tried (planning time): carrying one saves at most twice its
-# size, under 1/32 of the scratchpad.
-MIN_CARRY_FRACTION = 1 / 64
+# size, 16 KiB (a layer norm's per-row statistics are 128 elements).
+MIN_CARRY_ELEMENTS = 2048
 
 
 def carry_candidates(
@@ -61,7 +62,8 @@ def carry_candidates(
                 or storage.external
                 or key in initial
                 or storage.users <= member_set
-                or not MIN_CARRY_FRACTION <= storage.elements / spm_elements <= MAX_CARRY_FRACTION
+                or storage.elements < min(MIN_CARRY_ELEMENTS, spm_elements // 64)
+                or storage.elements > spm_elements * MAX_CARRY_FRACTION
             ):
                 continue
             found.append(key)
