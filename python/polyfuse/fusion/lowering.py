@@ -70,7 +70,7 @@ class _Operand:
     init: float | DramTensor | None = None  # outputs: fill value or where to copy from
     # On chip whole (a resident input, a carried storage), not as one outer tile's
     # slice: the group's outer tile loop moves its views as it moves DMAs.
-    whole: bool = False
+    unsliced: bool = False
 
 
 def lower_function_fused(
@@ -380,7 +380,7 @@ class _FusedLowering:
                 location,
                 on_chip,
                 False,
-                whole=on_chip and storage_of.get(index) not in group.internal,
+                unsliced=on_chip and storage_of.get(index) not in group.internal,
             )
 
         outs: list[_Operand] = []
@@ -392,8 +392,8 @@ class _FusedLowering:
             state.locations[operand.result] = location
             access = shift_access(operand.access, plan.offsets)
             on_chip = accel.is_scratchpad(location.buffer)
-            whole = on_chip and use.storage not in group.internal
-            entry = _Operand(access, location, on_chip, True, whole=whole)
+            unsliced = on_chip and use.storage not in group.internal
+            entry = _Operand(access, location, on_chip, True, unsliced=unsliced)
             if operand.block_arg in used:
                 init = operand.value
                 if init in state.fills:
@@ -445,7 +445,7 @@ class _FusedLowering:
             if not operand.on_chip:
                 assert operand.tile.buffer is not None
                 return TileView(operand.tile.buffer, operand.tile.loop_strides())
-            moves = nest.outer if operand.whole else ()
+            moves = nest.outer if operand.unsliced else ()
             return _in_place_view(
                 operand.location, operand.access, tile, tiling.order, tiles, moves
             )
@@ -565,7 +565,7 @@ def _plan_initialisation(
 
     def target_view(tiles: Sequence[TileIndex]) -> TileView:
         if operand.on_chip:
-            moves = outer if operand.whole else ()
+            moves = outer if operand.unsliced else ()
             return _in_place_view(operand.location, operand.access, tile, order, tiles, moves)
         assert tile_operand.buffer is not None
         return TileView(tile_operand.buffer, tile_operand.loop_strides())

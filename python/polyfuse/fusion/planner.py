@@ -5,6 +5,9 @@ consecutive operators by dynamic programming:
 
     best[j] = min over i < j of  best[i] + cost(operators i..j-1 as one group)
 
+(with residency across groups, `carry.py`, the state is the cut and the storage left on
+chip there: best[j, s] = min best[i, s'] + cost(i..j-1 finding s', leaving s)).
+
 Inside a group, every storage produced and consumed only by the group's operators is
 *internal*: it stays in the scratchpad and never touches DRAM. A group may run under
 one outer tile loop along a *shared dimension*: a class of loops, one per operator,
@@ -52,10 +55,11 @@ from polyfuse.fusion.resident import (
 from polyfuse.lowering.contraction_embedding import ContractionChoice
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS, padded
 
+Carried = tuple[StorageKey | None, StorageKey | None]  # (carried in, carried out)
+
 # A group has at most 12 operators of more than 4096 iterations, and 24 in all: the
 # limit bounds planning time, which the large operators' tile searches dominate (a layer
 # norm's per-row statistics are 6 of its 16 operators).
-Carried = tuple[StorageKey | None, StorageKey | None]  # (carried in, carried out)
 MAX_GROUP_OPERATORS = 12
 MAX_GROUP_SMALL_OPERATORS = 12
 SMALL_OPERATOR_ITERATIONS = 4096
