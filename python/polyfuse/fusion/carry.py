@@ -32,6 +32,9 @@ next group finds it where it was written (`lowering._FusedLowering`).
 from __future__ import annotations
 
 from polyfuse.fusion.graph import OperatorGraph, StorageKey
+from polyfuse.lowering.tile_nest import padded
+
+Carried = tuple[StorageKey | None, StorageKey | None]  # (carried in, carried out)
 
 MAX_CARRY_FRACTION = 0.8  # of the scratchpad a carried storage may take
 # Smaller storages are not tried (planning time): carrying one saves at most twice its
@@ -75,17 +78,19 @@ def last_reader(graph: OperatorGraph, key: StorageKey) -> int:
     return max(graph.storages[key].users)
 
 
-def written_in_place(
-    graph: OperatorGraph, carry_out: StorageKey | None, internal: set[StorageKey]
-) -> bool:
-    """Whether a group with `internal` storages can write `carry_out` in place: its
-    initial value, if it reads one, is on chip too (not a DRAM tensor)."""
-    if carry_out is None:
-        return True
-    producer = graph.storages[carry_out].producer
-    assert producer is not None
-    return all(
-        output.init is None or output.init in internal
-        for output in graph.operators[producer].outputs
-        if output.storage == carry_out
-    )
+def held_whole(
+    graph: OperatorGraph, carried: Carried, internal: set[StorageKey]
+) -> tuple[set[StorageKey], int] | None:
+    """The storages a group with `internal` storages holds whole for `carried` and
+    their aligned elements; None if it cannot write the one it carries out in place
+    (that one reads an initial value from DRAM). A storage kept through the group (the
+    same in and out) was written by an earlier group."""
+    carry_in, carry_out = carried
+    if carry_out is not None and carry_out != carry_in:
+        producer = graph.storages[carry_out].producer
+        assert producer is not None
+        for output in graph.operators[producer].outputs:
+            if output.storage == carry_out and output.init not in (None, *internal):
+                return None
+    keys = {key for key in carried if key is not None}
+    return keys, sum(padded(graph.storages[key].elements) for key in keys)

@@ -38,11 +38,10 @@ import numpy as np
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.operators import defining_op
 from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_cached
-from polyfuse.fusion.carry import written_in_place
+from polyfuse.fusion.carry import Carried, held_whole
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey, operand_value
 from polyfuse.fusion.planner import (
     CAPACITY_STEPS,
-    Carried,
     GroupPlan,
     OperatorPlan,
     _identity_loop,
@@ -317,10 +316,10 @@ def plan_halo_group(
     internal = _internal(graph, set(members))
     if not internal or not _fits_lowering(graph, members, internal):
         return None, never
-    whole = {key for key in carried if key is not None}
-    if carried[1] != carried[0] and not written_in_place(graph, carried[1], internal):
+    held = held_whole(graph, carried, internal)
+    if held is None:
         return None, never
-    held_whole = sum(padded(graph.storages[key].elements) for key in whole)
+    whole, whole_elements = held
     if bound is not None and _group_floor(graph, members, internal | whole) >= bound:
         return None, 0  # cannot pay; 0: whether a banding fits is not known
     found = _last_loop(graph, members)
@@ -345,7 +344,7 @@ def plan_halo_group(
         if banding is None:
             continue
         least = min(least, banding.elements)
-        if banding.elements + held_whole < spm_elements:
+        if banding.elements + whole_elements < spm_elements:
             if "recompute" in variants:
                 shaped.append(banding)
             if "cache" in variants:
@@ -367,7 +366,7 @@ def plan_halo_group(
     }
     options = []  # (lower bound, banding, kept inputs), cheapest bound first
     for banding in shaped:
-        free = spm_elements - banding.elements - held_whole
+        free = spm_elements - banding.elements - whole_elements
         for choice in resident_choices(candidates, free):
             floors = _floors(graph, members, internal | whole, structure, banding, choice)
             floor = _lower_bound(floors, choice)
@@ -381,7 +380,7 @@ def plan_halo_group(
         costed = _cost(
             graph,
             members,
-            (internal, whole),
+            (internal, whole, whole_elements),
             structure,
             (banding, floors),
             choice,
@@ -621,7 +620,7 @@ def _aliases(
 def _cost(
     graph: OperatorGraph,
     members: list[int],
-    storages: tuple[set[StorageKey], set[StorageKey]],
+    storages: tuple[set[StorageKey], set[StorageKey], int],
     structure: _Structure,
     bounded: tuple[_Banding, dict[tuple[int, int], tuple[int, int]]],
     resident: Resident,
@@ -632,15 +631,14 @@ def _cost(
     """The exact traffic of running the group in these bands with these inputs kept
     and a function building that plan (None if a tile does not fit or it reaches
     `limit` bytes; only the cheapest option's plan is built). `storages`: the internal
-    ones (band buffers) and the carried ones (held whole). Branch and bound: the
+    ones (band buffers), the carried ones (held whole) and their elements. Branch and bound: the
     operators with the largest floors are searched first, and the search stops as soon
     as the traffic found plus the floors of the rest reach `limit`."""
     banding, floors = bounded
-    internal, whole = storages
+    internal, whole, held = storages
     kept = {key for key, _ in resident.values()}
     on_chip = internal | whole | kept
-    held = banding.elements + sum(padded(elements) for _, elements in resident.values())
-    held += sum(padded(graph.storages[key].elements) for key in whole)
+    held += banding.elements + sum(padded(elements) for _, elements in resident.values())
     if held >= spm_elements:
         return None
     step = max(ALIGN_ELEMENTS, spm_elements // CAPACITY_STEPS)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 from torch_mlir import ir
 
 from polyfuse.analysis.operators import static_shape
@@ -121,18 +120,13 @@ def _enter_band(
         state.planned[owner.operands[0]] = virtual.slice(low, source_shape, [1] * len(low))
         interior = lowering.graph.storages[key].shape[dim] - low[dim]
         interior -= list(ir.DenseI64ArrayAttr(owner.attributes["static_high"]))[dim]
-        value = lbl._pad_value(state, owner)
         if previous is not None:  # only the new rows may need it (padding columns kept)
+            value = lbl._pad_value(state, owner)
             for rows in ((kept_end, min(end, low[dim])), (max(kept_end, low[dim] + interior), end)):
                 if rows[0] < rows[1]:
                     _fill_rows(whole, dim, (rows[0] - first, rows[1] - first), value)
         elif number == 0 or first < low[dim] or end > low[dim] + interior:
-            emit_vector(
-                "copy",
-                TileView(whole.buffer, (1,)),
-                [TileView(None, scalar=value)],
-                (int(np.prod(whole.shape)),),
-            )
+            lowering._fill_border(key, whole)
     for key, (root, offsets) in group.aliases.items():  # inside their owner's buffer
         whole = lowering.spm[group.operators[0]][root]
         dim = group.band_dims[root]

@@ -38,7 +38,7 @@ from typing import Any
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_cached
 from polyfuse.errors import ScratchpadCapacityError
-from polyfuse.fusion.carry import carry_candidates, last_reader, written_in_place
+from polyfuse.fusion.carry import Carried, carry_candidates, held_whole, last_reader
 from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.overlap import (
     OperatorSchedule,
@@ -54,8 +54,6 @@ from polyfuse.fusion.resident import (
 )
 from polyfuse.lowering.contraction_embedding import ContractionChoice
 from polyfuse.lowering.tile_nest import ALIGN_ELEMENTS, padded
-
-Carried = tuple[StorageKey | None, StorageKey | None]  # (carried in, carried out)
 
 # A group has at most 12 operators of more than 4096 iterations, and 24 in all: the
 # limit bounds planning time, which the large operators' tile searches dominate (a layer
@@ -309,11 +307,10 @@ def _plan_group(
     `carried`: the storages it finds in and leaves in the scratchpad (`carry.py`)."""
     member_set = set(members)
     internal = _internal(graph, member_set)
-    carry_in, carry_out = carried
-    on_chip = {key for key in carried if key is not None}
-    if carry_out != carry_in and not written_in_place(graph, carry_out, internal):
+    whole = held_whole(graph, carried, internal)
+    if whole is None:
         return None, 0
-    held_carried = sum(padded(graph.storages[key].elements) for key in on_chip)
+    on_chip, held_carried = whole
     candidates: list[tuple[dict[int, int] | None, int]] = [(None, 0)]
     if internal:
         ordered = tuple(members)
@@ -357,7 +354,7 @@ def _plan_group(
             candidates_kept = {
                 value: entry
                 for value, entry in resident_candidates(graph, members, shared).items()
-                if entry[0] != carry_in
+                if entry[0] not in on_chip
             }
             choices = resident_choices(candidates_kept, spm_elements - resident)
             for kept in choices:
@@ -507,9 +504,9 @@ def plan_fusion(
     count = len(graph.operators)
     # Carried storages and the halo cache variant in the DP (see above)?
     bytes_only = overlap is None or overlap.traffic_first
+    halo_variants = None if bytes_only else ("recompute",)  # None: all of HALO_VARIANTS
     if memo is None:
         memo = _Memo()
-    halo_options = (memo.bandings, None if bytes_only else ("recompute",))
     # cost[(j, key)]: the fewest bytes running operators 0..j-1 that leave storage `key`
     # (None: nothing) in the scratchpad for the group starting at j; `choice` has the
     # last group and the storage it found on chip.
@@ -547,7 +544,14 @@ def plan_fusion(
                     bounds.append(cost[(end, None)] - cost[(start, None)])
                 bound = min(bounds) if bounds else None
                 banded, banded_resident = plan_halo_group(
-                    graph, members, spm_elements, searched, bound, (None, None), *halo_options
+                    graph,
+                    members,
+                    spm_elements,
+                    searched,
+                    bound,
+                    (None, None),
+                    memo.bandings,
+                    halo_variants,
                 )
                 if banded is not None:
                     group = banded  # cheaper than `bound`
@@ -567,7 +571,14 @@ def plan_fusion(
                     if halo:
                         bound = carried.bytes if carried is not None else None
                         banded, _ = plan_halo_group(
-                            graph, members, spm_elements, searched, bound, carries, *halo_options
+                            graph,
+                            members,
+                            spm_elements,
+                            searched,
+                            bound,
+                            carries,
+                            memo.bandings,
+                            halo_variants,
                         )
                         carried = banded or carried
                     if carried is not None:
@@ -615,7 +626,7 @@ def _carry_for_speed(
     overlap: Overlap,
 ) -> list[GroupPlan]:
     """The same groups, with the storages carried across their cuts (`carry.py`) and
-    the halo variants (recompute or cache, chosen on bytes by the DP) that give the
+    the halo variants (recompute or cache; the DP banded with recompute) that give the
     fewest estimated cycles, then bytes: a dynamic programme along the groups over the
     storage carried at each cut, every group re-planned (plain, or banded each way if
     it was a halo group) and tiled for speed with what it finds and leaves on chip."""
