@@ -46,7 +46,9 @@ from polyfuse.fusion.planner import (
     OperatorPlan,
     _identity_loop,
     _internal,
+    _storage_dims,
     operator_problem,
+    shared_dimensions,
 )
 from polyfuse.fusion.resident import (
     Resident,
@@ -71,6 +73,7 @@ class Band:
     loops: dict[int, Range]  # operator -> its range on its band loop
     rows: dict[StorageKey, Range]  # internal storage -> the rows (storage coords) held
     plans: dict[int, OperatorPlan] = field(default_factory=dict)
+    batch: int = 0  # where the batch tile starts (`HaloGroupPlan.batch_dims`)
 
 
 @dataclass
@@ -87,6 +90,9 @@ class HaloGroupPlan(GroupPlan):
     # The cache variant: each band computes only rows no earlier band computed and keeps
     # the rows it shares with the previous one (moved on chip, `halo_lowering.py`).
     cached: bool = False
+    # A batch loop around the bands (`_batch_loops`): each batch tile is banded in turn,
+    # the band buffers hold one tile of it. Storage -> its batch dim (empty: none).
+    batch_dims: dict[StorageKey, int] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -273,22 +279,63 @@ def _covers(
     return True
 
 
-def _last_loop(graph: OperatorGraph, members: list[int]) -> tuple[int, _Structure] | None:
+def _last_loops(graph: OperatorGraph, members: list[int]) -> list[tuple[int, _Structure]]:
     """The band loop of the last operator: the parallel loop of its outermost output dim
-    (of more than one element) that banding propagates through; one with a halo first."""
+    (of more than one element) that banding propagates through with a halo; if none
+    has a halo, every loop it propagates through."""
     operator = graph.operators[members[-1]]
     access = operator.outputs[0].access
-    plain: tuple[int, _Structure] | None = None
+    plain: list[tuple[int, _Structure]] = []
     for row in range(access.rank):
         loop = _identity_loop(access, row)
         if loop is None or operator.generic.extents[loop] < 2:
             continue
         structure = band_structure(graph, members, loop)
         if structure is not None and structure.halo:
-            return loop, structure
-        if structure is not None and plain is None:
-            plain = loop, structure
+            return [(loop, structure)]
+        if structure is not None:
+            plain.append((loop, structure))
     return plain
+
+
+@dataclass
+class _Batch:
+    """A loop every operator of the group shares (the batch) run around the bands:
+    operator -> loop, internal storage -> dim, the tile of it one trip holds, trips."""
+
+    loops: dict[int, int]
+    dims: dict[StorageKey, int]
+    tile: int
+    trips: int
+
+
+def _batch_loops(
+    graph: OperatorGraph, members: list[int], internal: set[StorageKey], structure: _Structure
+) -> tuple[dict[int, int], dict[StorageKey, int], int] | None:
+    """A shared dimension of the group (`planner.shared_dimensions`: every internal
+    storage indexed identically, no padding on it) that is not the band loop: the
+    batch of a convolution chain. Banding one batch tile at a time keeps the band
+    buffers a tile thick and the weights kept on chip for every tile."""
+    for shared in shared_dimensions(graph, members, internal):
+        if any(structure.loops[i] == loop for i, loop in shared.items()):
+            continue
+        extent = graph.operators[members[-1]].generic.extents[shared[members[-1]]]
+        if extent > 1:
+            return shared, _storage_dims(graph, members, internal, shared), extent
+    return None
+
+
+def _batch_tilings(
+    graph: OperatorGraph, members: list[int], internal: set[StorageKey], structure: _Structure
+) -> list[_Batch | None]:
+    """The batch tiles tried: None (the whole batch in every band) and every proper
+    divisor of the batch loop's extent, largest first."""
+    found = _batch_loops(graph, members, internal, structure)
+    if found is None:
+        return [None]
+    loops, dims, extent = found
+    tiles = [t for t in range(extent - 1, 0, -1) if extent % t == 0]
+    return [None, *(_Batch(loops, dims, tile, extent // tile) for tile in tiles)]
 
 
 def plan_halo_group(
@@ -298,7 +345,7 @@ def plan_halo_group(
     searched: dict[TilingProblem, Tiling | None],
     bound: int | None = None,
     carried: Carried = (None, None),
-    bandings: dict[tuple[tuple[int, ...], int, bool], _Banding | None] | None = None,
+    bandings: dict[tuple[tuple[int, ...], int, int, int, bool], _Banding | None] | None = None,
     variants: tuple[str, ...] | None = None,
 ) -> tuple[HaloGroupPlan | None, int]:
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
@@ -307,7 +354,8 @@ def plan_halo_group(
     when nothing fits, and a group that bands without a halo still lets it grow.
     `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
     the bands read and write their rows in place). `bandings` keeps the bandings by
-    (members, height, cache variant) across calls. `variants`: of `HALO_VARIANTS`, the ones tried."""
+    (members, band loop, height, batch tile (0: none), cache
+    variant) across calls. `variants`: of `HALO_VARIANTS`, the ones tried."""
     never = spm_elements + 1  # "nothing fits"
     bandings = {} if bandings is None else bandings
     variants = HALO_VARIANTS if variants is None else variants
@@ -322,52 +370,80 @@ def plan_halo_group(
     whole, whole_elements = held
     if bound is not None and _group_floor(graph, members, internal | whole) >= bound:
         return None, 0  # cannot pay; 0: whether a banding fits is not known
-    found = _last_loop(graph, members)
-    if found is None:
+    structures = _last_loops(graph, members)
+    if not structures:
         return None, never
     aliases = _aliases(graph, members, internal)
-    last_loop, structure = found
-    extent = graph.operators[members[-1]].generic.extents[last_loop]
-    heights = _heights(extent) if structure.halo else [1]
+    extents = graph.operators[members[-1]].generic.extents
+    if not structures[0][1].halo:
+        # A shared dimension does the same (`planner.py`); what a band of one row holds
+        # (the least over the loops it could band) tells the planner whether to grow.
+        least = never
+        for loop, plain in structures:
+            key = (tuple(members), loop, 1, 0, False)
+            if key not in bandings:
+                bandings[key] = _banding(
+                    graph, members, (internal, aliases), plain, extents[loop], 1, None
+                )
+            banding = bandings[key]
+            if banding is not None:
+                least = min(least, banding.elements)
+        return None, least
+    last_loop, structure = structures[0]
+    extent = extents[last_loop]
+    heights = _heights(extent)
     shaped: list[_Banding] = []  # both variants of the few tallest bandings that fit
-    fitting = 0
     least = never
     owners = [graph.storages[key] for key in internal - set(aliases)]
-    row_elements = sum(s.elements // s.shape[structure.dims[s.key]] for s in owners)
-    for height in reversed(heights):  # tallest first: the few tallest that fit are tried
-        if height * row_elements >= spm_elements and height > 1:
-            continue  # every owner holds at least `height` rows: cannot fit
-        key = (tuple(members), height, False)
-        if key not in bandings:
-            bandings[key] = _banding(graph, members, internal, structure, aliases, extent, height)
-        banding = bandings[key]
-        if banding is None:
-            continue
-        least = min(least, banding.elements)
-        if banding.elements + whole_elements < spm_elements:
-            if "recompute" in variants:
-                shaped.append(banding)
-            if "cache" in variants:
-                variant = (tuple(members), height, True)
-                if variant not in bandings:
-                    bandings[variant] = _cache_variant(banding)
-                cached = bandings[variant]
-                if cached is not None:
-                    shaped.append(cached)
-            fitting += 1
-            if fitting == BAND_CANDIDATES:
-                break
-    if not structure.halo:
-        return None, least  # a shared dimension does the same (`planner.py`)
+    batches = _batch_tilings(graph, members, internal, structure)
+    for batch in batches:  # the whole batch in every band, or one tile of it at a time
+        row_elements = 0  # of one band row, over every band buffer
+        for storage in owners:
+            elements = storage.elements // storage.shape[structure.dims[storage.key]]
+            if batch is not None:
+                elements = elements // storage.shape[batch.dims[storage.key]] * batch.tile
+            row_elements += elements
+        fitting = 0
+        for height in reversed(heights):  # tallest first: the few tallest that fit are tried
+            if height * row_elements >= spm_elements and height > 1:
+                continue  # every owner holds at least `height` rows: cannot fit
+            tile = 0 if batch is None else batch.tile
+            key = (tuple(members), last_loop, height, tile, False)
+            if key not in bandings:
+                bandings[key] = _banding(
+                    graph, members, (internal, aliases), structure, extent, height, batch
+                )
+            banding = bandings[key]
+            if banding is None:
+                continue
+            least = min(least, banding.elements)
+            if banding.elements + whole_elements < spm_elements:
+                if "recompute" in variants:
+                    shaped.append(banding)
+                if "cache" in variants:
+                    variant = (tuple(members), last_loop, height, tile, True)
+                    if variant not in bandings:
+                        bandings[variant] = _cache_variant(banding)
+                    cached = bandings[variant]
+                    if cached is not None:
+                        shaped.append(cached)
+                fitting += 1
+                if fitting == BAND_CANDIDATES:
+                    break
     candidates = {
         value: entry
         for value, entry in resident_candidates(graph, members, structure.loops).items()
         if entry[0] not in whole
     }
+    tiled = batches[-1]  # every batch tiling has the same loops
+    across = {} if tiled is None else resident_candidates(graph, members, tiled.loops)
+    # Kept for every batch tile too: read independently of the batch loop as well.
+    batch_candidates = {value: entry for value, entry in candidates.items() if value in across}
     options = []  # (lower bound, banding, kept inputs), cheapest bound first
     for banding in shaped:
         free = spm_elements - banding.elements - whole_elements
-        for choice in resident_choices(candidates, free):
+        kept = candidates if banding.batch is None else batch_candidates
+        for choice in resident_choices(kept, free):
             floors = _floors(graph, members, internal | whole, structure, banding, choice)
             floor = _lower_bound(floors, choice)
             options.append((floor, banding, choice, floors))
@@ -425,11 +501,11 @@ def _floors(
     floors = {}
     for (index, size), count in _band_counts(banding, members).items():
         operator = graph.operators[index]
-        extents = list(operator.generic.extents)
-        extents[structure.loops[index]] = size
+        extents = banding.extents(operator, index, structure.loops[index], size)
         uses = [u for u in operator.inputs if u.storage not in on_chip]
         uses += [u for u in operator.outputs if u.storage not in internal]
-        floors[index, size] = count, sum(footprint_floor(u.access, tuple(extents)) for u in uses)
+        floor = sum(footprint_floor(u.access, tuple(extents)) for u in uses)
+        floors[index, size] = count * banding.trips, floor
     return floors
 
 
@@ -504,6 +580,20 @@ class _Banding:
     elements: int  # their aligned elements
     counts: dict[tuple[int, int], int] = field(default_factory=dict)  # see `_band_counts`
     cached: bool = False  # `loops` are the rows each band computes new (`_cache_variant`)
+    batch: _Batch | None = None  # the bands run once per batch tile (`_batch_loops`)
+
+    @property
+    def trips(self) -> int:
+        """How often the bands run: once per batch tile."""
+        return 1 if self.batch is None else self.batch.trips
+
+    def extents(self, operator: Operator, index: int, loop: int, size: int) -> list[int]:
+        """The loop extents of `operator` (member `index`) in a band of `size` rows."""
+        extents = list(operator.generic.extents)
+        extents[loop] = size
+        if self.batch is not None:
+            extents[self.batch.loops[index]] = self.batch.tile
+        return extents
 
     def band(self, number: int) -> Band:
         def pick(ranges: Ranges) -> Range:
@@ -518,12 +608,15 @@ class _Banding:
 def _banding(
     graph: OperatorGraph,
     members: list[int],
-    internal: set[StorageKey],
+    storages: tuple[set[StorageKey], dict[StorageKey, tuple[StorageKey, tuple[int, ...]]]],
     structure: _Structure,
-    aliases: dict[StorageKey, tuple[StorageKey, tuple[int, ...]]],
     extent: int,
     height: int,
+    batch: _Batch | None,
 ) -> _Banding | None:
+    """Bands of `height` rows of the last operator (`storages`: the internal ones and
+    their aliases; `batch`: the batch tile around the bands, if any)."""
+    internal, aliases = storages
     firsts = np.arange(0, extent, height, dtype=np.int64)
     found = band_ranges(graph, members, structure, (firsts, np.minimum(firsts + height, extent)))
     if found is None:
@@ -538,9 +631,11 @@ def _banding(
     for key in internal - set(aliases):
         shape = list(graph.storages[key].shape)
         shape[structure.dims[key]] = int(np.max(rows[key][1] - rows[key][0]))
+        if batch is not None:
+            shape[batch.dims[key]] = batch.tile
         shapes[key] = tuple(shape)
     elements = sum(padded(_product(shape)) for shape in shapes.values())
-    return _Banding(height, loops, rows, shapes, elements)
+    return _Banding(height, loops, rows, shapes, elements, batch=batch)
 
 
 def _cache_variant(banding: _Banding) -> _Banding | None:
@@ -650,8 +745,7 @@ def _cost(
     total = 4 * (sum(loads.values()) + sum(count * floor for _, (count, floor) in order))
     for (index, size), (count, floor) in order:
         operator = graph.operators[index]
-        extents = list(operator.generic.extents)
-        extents[structure.loops[index]] = size
+        extents = banding.extents(operator, index, structure.loops[index], size)
         problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
         if FULL_BAND_TILES:
             problem = replace(problem, fixed_full=_full_loops(operator, structure.loops[index]))
@@ -664,18 +758,27 @@ def _cost(
             return None
 
     def build() -> HaloGroupPlan:
-        bands = [banding.band(number) for number in range(len(banding.loops[members[-1]][0]))]
+        count = len(banding.loops[members[-1]][0])
+        tile = 0 if banding.batch is None else banding.batch.tile
+        bands = []
+        for trip in range(banding.trips):  # every batch tile banded in turn
+            for number in range(count):
+                bands.append(banding.band(number))
+                bands[-1].batch = trip * tile
         for number, band in enumerate(bands):
             for index in members:
+                operator = graph.operators[index]
                 loop = structure.loops[index]
                 first, end = band.loops[index]
                 tiling, dummy, problem = tilings[index, end - first]
-                extents = list(graph.operators[index].generic.extents)
-                extents[loop] = end - first
+                extents = banding.extents(operator, index, loop, end - first)
                 traffic = tiling.traffic_elements - (1 if dummy else 0)
                 if number == 0:
                     traffic += loads.get(index, 0)
-                offsets = tuple(first if i == loop else 0 for i in range(len(extents)))
+                starts = {loop: first}
+                if banding.batch is not None:
+                    starts[banding.batch.loops[index]] = band.batch
+                offsets = tuple(starts.get(i, 0) for i in range(len(extents)))
                 band.plans[index] = OperatorPlan(
                     tuple(extents),
                     None,
@@ -699,6 +802,7 @@ def _cost(
             bands=bands,
             resident=dict(resident),
             cached=banding.cached,
+            batch_dims={} if banding.batch is None else dict(banding.batch.dims),
         )
 
     return total, build

@@ -4,7 +4,7 @@ A halo group is emitted when its last operator is reached, once per band, the ba
 row ranges compile-time constants:
 
     accel.alloc every internal storage's band buffer (bytes 0..R of the scratchpad)
-    per band:
+    per batch tile (when a batch loop runs around the bands), per band:
       cache variant: move the rows this band shares with the previous one to the top of
       each buffer; fill only the new padding rows
       recompute variant: re-fill the buffers of padded storages whose band holds
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from torch_mlir import ir
 
 from polyfuse.analysis.operators import static_shape
-from polyfuse.fusion.graph import Operator
+from polyfuse.fusion.graph import Operator, StorageKey
 from polyfuse.fusion.halo import Band, HaloGroupPlan
 from polyfuse.fusion.planner import GroupPlan
 from polyfuse.lowering import layer_by_layer as lbl
@@ -52,6 +52,8 @@ def lower_halo_member(
         lowering.load_resident(group)
         for number, band in enumerate(group.bands):
             previous = group.bands[number - 1] if number and group.cached else None
+            if previous is not None and previous.batch != band.batch:
+                previous = None  # a new batch tile: nothing shared with the last band
             _enter_band(lowering, group, band, number, previous)
             for index in group.operators:
                 lowering._lower_operator(lowering.graph.operators[index], group, band.plans[index])
@@ -106,7 +108,7 @@ def _enter_band(
             old_first, old_end = previous.rows[key]
             kept_end = max(first, min(old_end, end))
             _move_rows(whole, dim, kept_end - first, first - old_first)
-        offset = whole.offset - first * whole.strides[dim]
+        offset = whole.offset - first * whole.strides[dim] - _batch_shift(group, band, key, whole)
         virtual = DramTensor(whole.buffer, whole.shape, whole.strides, offset)
         kind, owner = key
         if kind == "gen":
@@ -131,11 +133,20 @@ def _enter_band(
         whole = lowering.spm[group.operators[0]][root]
         dim = group.band_dims[root]
         origin = whole.offset - band.rows[root][0] * whole.strides[dim]
+        origin -= _batch_shift(group, band, root, whole)
         origin += sum(o * s for o, s in zip(offsets, whole.strides, strict=True))
         owner = key[1]
         assert key[0] == "gen" and isinstance(owner, ir.Value)
         shape = lowering.graph.storages[key].shape
         state.planned[owner] = DramTensor(whole.buffer, shape, whole.strides, origin)
+
+
+def _batch_shift(group: HaloGroupPlan, band: Band, key: StorageKey, whole: DramTensor) -> int:
+    """Elements between a band buffer and its virtual origin along the batch dim: the
+    buffer holds the batch tile starting at `band.batch`."""
+    if key not in group.batch_dims:
+        return 0
+    return band.batch * whole.strides[group.batch_dims[key]]
 
 
 def _move_rows(whole: DramTensor, dim: int, count: int, shift: int) -> None:

@@ -446,12 +446,12 @@ class _Memo:
     """What one `plan_fusion` and the alternatives it plans compute once: tilings by
     problem, plain groups by members and carried storages (handed out as copies: speed
     scheduling rewrites their operator plans), speed schedules by (operator, problem,
-    capacity), shared dimensions by members, halo bandings by (members, band height,
-    cache variant)."""
+    capacity), shared dimensions by members, halo bandings by (members, band loop,
+    band height, batch tile, cache variant)."""
 
     tilings: dict[TilingProblem, Tiling | None] = field(default_factory=dict)
     dimensions: dict[tuple[int, ...], list[dict[int, int]]] = field(default_factory=dict)
-    bandings: dict[tuple[tuple[int, ...], int, bool], Any] = field(default_factory=dict)
+    bandings: dict[tuple[tuple[int, ...], int, int, int, bool], Any] = field(default_factory=dict)
     groups: dict[tuple[tuple[int, ...], Carried], tuple[GroupPlan | None, int]] = field(
         default_factory=dict
     )

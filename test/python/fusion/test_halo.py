@@ -45,9 +45,9 @@ class TwoConvs(torch.nn.Module):
         return self.second(torch.relu(self.first(x)))
 
 
-def _compile(model: torch.nn.Module) -> tuple[CompiledModel, torch.Tensor]:
+def _compile(model: torch.nn.Module, batch: int = 1) -> tuple[CompiledModel, torch.Tensor]:
     torch.manual_seed(0)
-    x = torch.randn(1, CHANNELS, SIZE, SIZE)
+    x = torch.randn(batch, CHANNELS, SIZE, SIZE)
     # traffic_first: the bytes planner's choice (by default a faster plain partition
     # may replace the halo group, planner._faster_segments)
     compiled = polyfuse.compile(model, [x], target=TARGET, schedule="fused", traffic_first=True)
@@ -65,10 +65,19 @@ def _compile(model: torch.nn.Module) -> tuple[CompiledModel, torch.Tensor]:
     return compiled, x
 
 
-def _hand_count(stride: int, height: int, weights: int, resident: bool, cached: bool) -> int:
+def _hand_count(
+    stride: int,
+    height: int,
+    weights: int,
+    resident: bool,
+    cached: bool,
+    batch: tuple[int, int] = (1, 1),
+) -> int:
     """DRAM bytes of the banded chain, from the geometry alone.
 
-    x is copied into its padded buffer (read x, write the interior). Band k of the second
+    `batch`: (images, images per batch tile); the bands run once per batch tile, each
+    moving a tile's rows. x is copied into its padded buffer (read x, write the
+    interior). Band k of the second
     convolution's output rows [k*b, k*b+b) reads padded intermediate rows
     [s*k*b, s*(k*b+b-1)+3), i.e. ReLU (= first convolution) rows clipped to [0, SIZE)
     after removing the padding row: [lo, hi). Recomputing, the band computes all of
@@ -77,9 +86,10 @@ def _hand_count(stride: int, height: int, weights: int, resident: bool, cached: 
     (whole tiles fit); the weights and biases are loaded once when kept on chip, else
     once per band.
     """
-    row = CHANNELS * (SIZE + 2)  # elements of one padded-x row
+    images, tile = batch
+    row = tile * CHANNELS * (SIZE + 2)  # elements of one padded-x row of a batch tile
     out_size = SIZE // stride
-    total = 2 * CHANNELS * SIZE * SIZE  # the copy into the padded buffer
+    total = 2 * images * CHANNELS * SIZE * SIZE  # the copy into the padded buffer
     bands = 0
     computed = 0  # the first convolution's rows computed so far (cache variant)
     for first in range(0, out_size, height):
@@ -88,9 +98,11 @@ def _hand_count(stride: int, height: int, weights: int, resident: bool, cached: 
         lo, hi = max(0, needed[0] - 1), min(SIZE, needed[1] - 1)  # first conv's rows
         if cached:
             lo, computed = max(lo, computed), hi
-        total += (hi + 2 - lo) * row + (end - first) * CHANNELS * out_size
+        total += (hi + 2 - lo) * row + (end - first) * tile * CHANNELS * out_size
         bands += 1
-    total += weights * (1 if resident else bands)
+    trips = images // tile
+    total = total * trips - 2 * images * CHANNELS * SIZE * SIZE * (trips - 1)  # one copy
+    total += weights * (1 if resident else bands * trips)
     return 4 * total
 
 
@@ -130,6 +142,26 @@ def test_the_cheaper_halo_variant_is_chosen_per_group() -> None:
     assert compiled.report is not None
     assert compiled.report.dram_bytes == _hand_count(1, halo[0].band_height, weights, kept, True)
     assert compiled.report.dram_bytes < recompute
+
+
+def test_bands_run_once_per_batch_tile_with_the_hand_computed_traffic() -> None:
+    # Four images: the band buffers of all four would leave thin bands; the planner runs
+    # the bands once per tile of the batch, the weights kept on chip for every tile.
+    images = 4
+    compiled, _ = _compile(TwoConvs().eval(), batch=images)
+    halo = [g for g in compiled.fusion_plans[0].groups if isinstance(g, HaloGroupPlan)]
+    assert len(halo) == 1 and halo[0].batch_dims
+    starts = sorted({band.batch for band in halo[0].bands})
+    tile = starts[1] - starts[0]
+    assert starts == list(range(0, images, tile)) and tile < images
+    assert all(shape[0] == tile for shape in halo[0].slice_shapes.values())
+    weights = 2 * (CHANNELS * CHANNELS * 9 + CHANNELS)
+    kept = sum(elements for _, elements in halo[0].resident.values()) == weights
+    expected = _hand_count(
+        1, halo[0].band_height, weights, kept, halo[0].cached, batch=(images, tile)
+    )
+    assert compiled.report is not None
+    assert compiled.report.dram_bytes == expected
 
 
 def _rows(footprint: isl.Set, dim: int) -> tuple[int, int]:
