@@ -176,10 +176,16 @@ def storage_of(value: ir.Value) -> tuple[StorageKey, bool]:
         return ("other", value), viewed
 
 
+# A view row that indexes a storage row split into several (an expand_shape of
+# [1024] into [8, 128]) or several storage rows merged into one (a collapse_shape of
+# [8, 12] into [96]): no loop can tile it as a storage row.
+MERGED = -1
+
+
 def _reshape_rows(op: ir.Operation) -> list[int | None] | None:
-    """For a collapse/expand_shape that only adds or drops unit dims (every reassociation
-    group has at most one dim of more than one element), the source dim each result dim
-    is (None: a unit dim); None for any other view."""
+    """For a collapse/expand_shape, the source dim each result dim is (None: a unit dim;
+    `MERGED`: part of a reassociation group with more than one dim of more than one
+    element on either side); None for any other view."""
     if op.name not in ("tensor.collapse_shape", "tensor.expand_shape"):
         return None
     groups = reassociation(op)
@@ -188,22 +194,19 @@ def _reshape_rows(op: ir.Operation) -> list[int | None] | None:
     for position, group in enumerate(groups):
         if op.name == "tensor.expand_shape":  # group: result dims of source dim `position`
             wide = [d for d in group if result[d] != 1]
-            if len(wide) > 1:
-                return None
             for dim in wide:
-                rows[dim] = position
+                rows[dim] = position if len(wide) == 1 else MERGED
         else:  # group: source dims of result dim `position`
             wide = [d for d in group if source[d] != 1]
-            if len(wide) > 1:
-                return None
-            rows[position] = wide[0] if wide else None
+            rows[position] = (wide[0] if len(wide) == 1 else MERGED) if wide else None
     return rows
 
 
 def view_rows(value: ir.Value) -> tuple[int | None, ...] | None:
     """The row of its storage each row of `value` indexes, when `value` is the storage
-    itself or reaches it through reshapes that only add or drop unit dims (None for a
-    unit row); None through any other view (or into a padded storage's interior).
+    itself or reaches it through reshapes (None for a unit row, `MERGED` for a row of
+    several storage rows or of part of one); None through any other view (or into a
+    padded storage's interior).
 
     This is what lets a fusion group tile a shared dimension through such reshapes, as
     BERT's attention needs (`[12,128,128]` read as `[1,12,128,128]`)."""
@@ -216,7 +219,7 @@ def view_rows(value: ir.Value) -> tuple[int | None, ...] | None:
         step = _reshape_rows(owner)
         if step is None:
             return None
-        rows = [None if r is None else step[r] for r in rows]
+        rows = [r if r is None or r == MERGED else step[r] for r in rows]
         value, crossed = owner.operands[0], True
     if crossed and storage_of(value)[0][0] not in ("gen", "arg"):
         return None  # a pad's interior: its coordinates are offset by the padding

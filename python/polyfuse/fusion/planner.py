@@ -39,7 +39,7 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_cached
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.carry import Carried, carry_candidates, held_whole, last_reader
-from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey
+from polyfuse.fusion.graph import MERGED, Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.overlap import (
     OperatorSchedule,
     Overlap,
@@ -211,6 +211,13 @@ def shared_dimensions(
                     identity = _identity_loop(use.access, row)
                     if storage_row is None:  # a unit dim a reshape added: no storage row
                         continue
+                    if storage_row == MERGED:  # no loop of this row tiles a storage row
+                        blocked.update(
+                            ("L", index, other)
+                            for other, c in enumerate(use.access.coeffs[row])
+                            if c
+                        )
+                        continue
                     padded = bool(storage.low) and bool(
                         storage.low[storage_row] or storage.high[storage_row]
                     )
@@ -256,7 +263,9 @@ def _storage_dims(
             if use.storage_rows is None:
                 continue  # through a view: blocked in `shared_dimensions`
             for row, storage_row in enumerate(use.storage_rows):
-                if storage_row is not None and _identity_loop(use.access, row) == shared[index]:
+                if storage_row in (None, MERGED):
+                    continue
+                if _identity_loop(use.access, row) == shared[index]:
                     dims[use.storage] = storage_row
     return dims
 

@@ -192,6 +192,21 @@ def test_resident_input_is_read_once_across_outer_tiles() -> None:
     assert fused.report.dram_bytes == compulsory * 4
 
 
+def test_columns_are_shared_through_a_reshape_that_splits_rows() -> None:
+    # A linear layer on [2, 8, 256] runs as a [16, 256] matmul whose result is expanded
+    # back to [2, 8, 1024] for the ReLU: the expand splits the rows (16 into 2 x 8), not
+    # the columns, so the group still runs under an outer loop over output features,
+    # the ReLU reading each tile's columns through the reshape. Every tensor moves once.
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 256)
+    layered, fused = _compile_and_check(LinearReLU().eval(), [x], TARGET)
+    assert fused.report is not None and layered.report is not None
+    groups = fused.fusion_plans[0].groups
+    assert len(groups) == 1 and groups[0].trips > 1
+    compulsory = 16 * 256 + 256 * 1024 + 1024 + 16 * 1024
+    assert fused.report.dram_bytes == compulsory * 4
+
+
 def test_layer_norm_is_one_group() -> None:
     # torch-mlir decomposes a layer norm into 16 generics, 6 of them per-row statistics
     # of 64 iterations: the group size limit counts the 10 large ones, so the whole norm
