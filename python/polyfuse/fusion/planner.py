@@ -501,7 +501,7 @@ def plan_fusion(
     fewer bytes but recompute rows), and for that one every operator on its own
     (`_singletons`). Storages are then carried between the chosen groups, and halo
     groups cache rather than recompute, where that is estimated faster
-    (`_carry_for_speed`), rather than inside the DP: chosen on bytes, carries can make
+    (`_carries_and_variants_for_speed`), rather than inside the DP: chosen on bytes, carries can make
     groups slower and leave fewer cuts to mix at, and the cache variant changed
     ResNet-50's partition for 1% fewer bytes and 1% more cycles. The nested call
     planning the plain alternative (`outermost` off) does neither: that changed no zoo
@@ -623,11 +623,11 @@ def plan_fusion(
         alone = _singletons(graph, spm_elements, memo, overlap)
         if alone is not None:
             groups = _faster_segments(groups, alone, UNFUSE_FACTOR)
-    groups = _carry_for_speed(graph, groups, spm_elements, memo, overlap)
+    groups = _carries_and_variants_for_speed(graph, groups, spm_elements, memo, overlap)
     return FusionPlan(groups, spm_bytes)
 
 
-def _carry_for_speed(
+def _carries_and_variants_for_speed(
     graph: OperatorGraph,
     groups: list[GroupPlan],
     spm_elements: int,
