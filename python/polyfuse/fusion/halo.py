@@ -28,6 +28,7 @@ buffers, the PE embedding).
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -309,6 +310,24 @@ class _Batch:
     trips: int
 
 
+def _one_row(
+    graph: OperatorGraph,
+    members: list[int],
+    storages: tuple[set[StorageKey], dict[StorageKey, tuple[StorageKey, tuple[int, ...]]]],
+    structure: _Structure,
+    bandings: dict[tuple[tuple[int, ...], int, int, int, bool], _Banding | None],
+) -> int:
+    """Elements the band buffers of one-row bands along the structure's last loop hold
+    (more than any scratchpad if it does not band)."""
+    loop = structure.loops[members[-1]]
+    key = (tuple(members), loop, 1, 0, False)
+    if key not in bandings:
+        extent = graph.operators[members[-1]].generic.extents[loop]
+        bandings[key] = _banding(graph, members, storages, structure, extent, 1, None)
+    banding = bandings[key]
+    return sys.maxsize if banding is None else banding.elements
+
+
 def _batch_loops(
     graph: OperatorGraph, members: list[int], internal: set[StorageKey], structure: _Structure
 ) -> tuple[dict[int, int], dict[StorageKey, int], int] | None:
@@ -349,13 +368,12 @@ def plan_halo_group(
     variants: tuple[str, ...] | None = None,
 ) -> tuple[HaloGroupPlan | None, int]:
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
-    none fits, none is cheaper or it needs no halo), and the resident elements of a
-    banding that fits (else more than the scratchpad): the planner stops growing a group
-    when nothing fits, and a group that bands without a halo still lets it grow.
+    none fits or none is cheaper), and the resident elements of a banding that fits
+    (else more than the scratchpad): the planner stops growing a group when nothing
+    fits. A group with no halo bands too (see below), one loop tried.
     `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
     the bands read and write their rows in place). `bandings` keeps the bandings by
-    (members, band loop, height, batch tile (0: none), cache
-    variant) across calls. `variants`: of `HALO_VARIANTS`, the ones tried."""
+    (members, band loop, height, batch tile (0: none), cache variant) across calls. `variants`: of `HALO_VARIANTS`, the ones tried."""
     never = spm_elements + 1  # "nothing fits"
     bandings = {} if bandings is None else bandings
     variants = HALO_VARIANTS if variants is None else variants
@@ -374,29 +392,100 @@ def plan_halo_group(
     if not structures:
         return None, never
     aliases = _aliases(graph, members, internal)
-    extents = graph.operators[members[-1]].generic.extents
     if not structures[0][1].halo:
-        # A shared dimension does the same (`planner.py`); what a band of one row holds
-        # (the least over the loops it could band) tells the planner whether to grow.
-        least = never
-        for loop, plain in structures:
-            key = (tuple(members), loop, 1, 0, False)
-            if key not in bandings:
-                bandings[key] = _banding(
-                    graph, members, (internal, aliases), plain, extents[loop], 1, None
-                )
-            banding = bandings[key]
-            if banding is not None:
-                least = min(least, banding.elements)
-        return None, least
-    last_loop, structure = structures[0]
-    extent = extents[last_loop]
-    heights = _heights(extent)
-    shaped: list[_Banding] = []  # both variants of the few tallest bandings that fit
+        # No halo: a shared dimension (`planner.py`) runs the group too, but holds one
+        # slice of every internal storage, where bands alias a storage into the buffer
+        # of its only reader (a bias broadcast in its convolution's output): at batch 8
+        # often only the bands fit. Every loop it bands along is tried; both variants
+        # are the same without a halo (recompute only).
+        least = min(
+            _one_row(graph, members, (internal, aliases), structure, bandings)
+            for _, structure in structures
+        )
+        if least >= spm_elements:
+            return None, least
+        variants = ("recompute",)
     least = never
+    # (lower bound, banding, its structure, kept inputs, floors), cheapest bound first
+    options: list[
+        tuple[int, _Banding, _Structure, Resident, dict[tuple[int, int], tuple[int, int]]]
+    ] = []
+    for last_loop, structure in structures:
+        shaped, fitting = _shapes(
+            graph,
+            members,
+            (internal, aliases, whole_elements),
+            (last_loop, structure),
+            spm_elements,
+            bandings,
+            variants,
+        )
+        least = min(least, fitting)
+        candidates = {
+            value: entry
+            for value, entry in resident_candidates(graph, members, structure.loops).items()
+            if entry[0] not in whole
+        }
+        tiled = next((b.batch for b in shaped if b.batch is not None), None)
+        across = {} if tiled is None else resident_candidates(graph, members, tiled.loops)
+        # Kept for every batch tile too: read independently of the batch loop as well.
+        batch_candidates = {v: entry for v, entry in candidates.items() if v in across}
+        for banding in shaped:
+            free = spm_elements - banding.elements - whole_elements
+            kept = candidates if banding.batch is None else batch_candidates
+            for choice in resident_choices(kept, free):
+                floors = _floors(graph, members, internal | whole, structure, banding, choice)
+                floor = _lower_bound(floors, choice)
+                options.append((floor, banding, structure, choice, floors))
+    options.sort(key=lambda option: option[0])
+    best: tuple[int, Callable[[], HaloGroupPlan]] | None = None
+    for floor, banding, structure, choice, floors in options:
+        limit = best[0] if best is not None else bound
+        if limit is not None and floor >= limit:
+            break
+        costed = _cost(
+            graph,
+            members,
+            (internal, whole, whole_elements),
+            structure,
+            (banding, floors),
+            choice,
+            spm_elements,
+            searched,
+            limit,
+        )
+        if costed is not None:
+            best = costed
+    if best is None:
+        return None, least
+    group = best[1]()
+    group.aliases = aliases
+    group.carry_in, group.carry_out = carried
+    assert group.bytes == best[0]
+    return group, least
+
+
+def _shapes(
+    graph: OperatorGraph,
+    members: list[int],
+    storages: tuple[set[StorageKey], dict[StorageKey, tuple[StorageKey, tuple[int, ...]]], int],
+    banded: tuple[int, _Structure],
+    spm_elements: int,
+    bandings: dict[tuple[tuple[int, ...], int, int, int, bool], _Banding | None],
+    variants: tuple[str, ...],
+) -> tuple[list[_Banding], int]:
+    """The bandings tried along one last loop: for the whole batch and every batch tile,
+    the `BAND_CANDIDATES` tallest heights whose buffers fit beside the carried storages
+    (`storages`: internal, aliases, carried elements), in each variant; and the least
+    elements a banding's buffers hold (more than the scratchpad if none bands)."""
+    internal, aliases, whole_elements = storages
+    last_loop, structure = banded
+    extent = graph.operators[members[-1]].generic.extents[last_loop]
+    heights = _heights(extent)
+    shaped: list[_Banding] = []
+    least = spm_elements + 1
     owners = [graph.storages[key] for key in internal - set(aliases)]
-    batches = _batch_tilings(graph, members, internal, structure)
-    for batch in batches:  # the whole batch in every band, or one tile of it at a time
+    for batch in _batch_tilings(graph, members, internal, structure):
         row_elements = 0  # of one band row, over every band buffer
         for storage in owners:
             elements = storage.elements // storage.shape[structure.dims[storage.key]]
@@ -430,49 +519,7 @@ def plan_halo_group(
                 fitting += 1
                 if fitting == BAND_CANDIDATES:
                     break
-    candidates = {
-        value: entry
-        for value, entry in resident_candidates(graph, members, structure.loops).items()
-        if entry[0] not in whole
-    }
-    tiled = batches[-1]  # every batch tiling has the same loops
-    across = {} if tiled is None else resident_candidates(graph, members, tiled.loops)
-    # Kept for every batch tile too: read independently of the batch loop as well.
-    batch_candidates = {value: entry for value, entry in candidates.items() if value in across}
-    options = []  # (lower bound, banding, kept inputs), cheapest bound first
-    for banding in shaped:
-        free = spm_elements - banding.elements - whole_elements
-        kept = candidates if banding.batch is None else batch_candidates
-        for choice in resident_choices(kept, free):
-            floors = _floors(graph, members, internal | whole, structure, banding, choice)
-            floor = _lower_bound(floors, choice)
-            options.append((floor, banding, choice, floors))
-    options.sort(key=lambda option: option[0])
-    best: tuple[int, Callable[[], HaloGroupPlan]] | None = None
-    for floor, banding, choice, floors in options:
-        limit = best[0] if best is not None else bound
-        if limit is not None and floor >= limit:
-            break
-        costed = _cost(
-            graph,
-            members,
-            (internal, whole, whole_elements),
-            structure,
-            (banding, floors),
-            choice,
-            spm_elements,
-            searched,
-            limit,
-        )
-        if costed is not None:
-            best = costed
-    if best is None:
-        return None, least
-    group = best[1]()
-    group.aliases = aliases
-    group.carry_in, group.carry_out = carried
-    assert group.bytes == best[0]
-    return group, least
+    return shaped, least
 
 
 def _band_counts(banding: _Banding, members: list[int]) -> dict[tuple[int, int], int]:

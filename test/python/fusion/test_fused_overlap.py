@@ -56,11 +56,14 @@ def test_double_buffering_reduces_cycles_with_the_same_bytes() -> None:
     single = polyfuse.compile(model, [x], overlap=False, **options)  # type: ignore[arg-type]
     double = polyfuse.compile(model, [x], overlap=True, **options)  # type: ignore[arg-type]
     stages = [
-        p.stages for plan in double.fusion_plans for g in plan.groups for p in g.plans.values()
+        p.stages for plan in double.fusion_plans for g in plan.groups for _, p in g.operator_plans()
     ]
     assert max(stages) == 2  # some operator is double-buffered ...
     assert all(
-        p.stages == 1 for plan in single.fusion_plans for g in plan.groups for p in g.plans.values()
+        p.stages == 1
+        for plan in single.fusion_plans
+        for g in plan.groups
+        for _, p in g.operator_plans()
     )  # ... and without overlap none is
 
     serial_cycles = _run(single, x, reference)

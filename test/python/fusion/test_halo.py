@@ -164,6 +164,33 @@ def test_bands_run_once_per_batch_tile_with_the_hand_computed_traffic() -> None:
     assert compiled.report.dram_bytes == expected
 
 
+class PointwiseConv(torch.nn.Module):
+    """conv 1x1 + bias -> ReLU: no halo anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(CHANNELS, 8 * CHANNELS, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def test_a_chain_without_halo_bands_when_no_shared_dimension_fits() -> None:
+    # Four images, 64 output channels: one slice along any shared dimension of the
+    # bias broadcast and the convolution output (4 x 64 x 1 x 32 along the rows, 4 x 1 x
+    # 32 x 32 along the channels) takes 32 KiB each, the whole scratchpad. Banded per
+    # image, the broadcast lives in the output's band buffer: every tensor moves once.
+    images = 4
+    compiled, _ = _compile(PointwiseConv().eval(), batch=images)
+    groups = compiled.fusion_plans[0].groups
+    assert len(groups) == 1 and isinstance(groups[0], HaloGroupPlan)
+    assert groups[0].batch_dims and len(groups[0].bands) > images
+    out = 8 * CHANNELS
+    compulsory = images * CHANNELS * SIZE * SIZE + out * CHANNELS + out + images * out * SIZE**2
+    assert compiled.report is not None
+    assert compiled.report.dram_bytes == 4 * compulsory
+
+
 def _rows(footprint: isl.Set, dim: int) -> tuple[int, int]:
     """[first, end) of dim `dim` of a set."""
     line = footprint.project_out(
