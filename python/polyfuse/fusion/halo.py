@@ -15,6 +15,12 @@ the cheaper is kept per group:
   starts (an on-chip vector copy). Fewer rows computed, and the first operator reads
   fewer input rows from DRAM.
 
+Two more cases band the same way. A group whose operators also share the batch runs its
+bands once per batch tile (`_batch_loops`): the buffers are a tile thick and kept inputs
+load once for all tiles. A group with no halo at all is banded too, when that beats a
+shared dimension: bands alias a storage into its only reader's buffer (`_aliases`),
+where a shared dimension holds a slice of every internal storage.
+
 Bands are compile-time constants: the lowering (`halo_lowering.py`) emits the group's
 code once per band, every row range fixed. The cost of a halo group is exactly
 
@@ -28,7 +34,6 @@ buffers, the PE embedding).
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -310,24 +315,6 @@ class _Batch:
     trips: int
 
 
-def _one_row(
-    graph: OperatorGraph,
-    members: list[int],
-    storages: tuple[set[StorageKey], dict[StorageKey, tuple[StorageKey, tuple[int, ...]]]],
-    structure: _Structure,
-    bandings: dict[tuple[tuple[int, ...], int, int, int, bool], _Banding | None],
-) -> int:
-    """Elements the band buffers of one-row bands along the structure's last loop hold
-    (more than any scratchpad if it does not band)."""
-    loop = structure.loops[members[-1]]
-    key = (tuple(members), loop, 1, 0, False)
-    if key not in bandings:
-        extent = graph.operators[members[-1]].generic.extents[loop]
-        bandings[key] = _banding(graph, members, storages, structure, extent, 1, None)
-    banding = bandings[key]
-    return sys.maxsize if banding is None else banding.elements
-
-
 def _batch_loops(
     graph: OperatorGraph, members: list[int], internal: set[StorageKey], structure: _Structure
 ) -> tuple[dict[int, int], dict[StorageKey, int], int] | None:
@@ -370,10 +357,11 @@ def plan_halo_group(
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
     none fits or none is cheaper), and the resident elements of a banding that fits
     (else more than the scratchpad): the planner stops growing a group when nothing
-    fits. A group with no halo bands too (see below), one loop tried.
+    fits. A group with no halo is banded too (see below).
     `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
     the bands read and write their rows in place). `bandings` keeps the bandings by
-    (members, band loop, height, batch tile (0: none), cache variant) across calls. `variants`: of `HALO_VARIANTS`, the ones tried."""
+    (members, band loop, height, batch tile (0: none), cache variant) across calls.
+    `variants`: of `HALO_VARIANTS`, the ones tried."""
     never = spm_elements + 1  # "nothing fits"
     bandings = {} if bandings is None else bandings
     variants = HALO_VARIANTS if variants is None else variants
@@ -398,12 +386,6 @@ def plan_halo_group(
         # of its only reader (a bias broadcast in its convolution's output): at batch 8
         # often only the bands fit. Every loop it bands along is tried; both variants
         # are the same without a halo (recompute only).
-        least = min(
-            _one_row(graph, members, (internal, aliases), structure, bandings)
-            for _, structure in structures
-        )
-        if least >= spm_elements:
-            return None, least
         variants = ("recompute",)
     least = never
     # (lower bound, banding, its structure, kept inputs, floors), cheapest bound first
