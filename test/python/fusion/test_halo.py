@@ -144,13 +144,19 @@ def test_the_cheaper_halo_variant_is_chosen_per_group() -> None:
     assert compiled.report.dram_bytes < recompute
 
 
-def test_bands_run_once_per_batch_tile_with_the_hand_computed_traffic() -> None:
+@pytest.mark.parametrize("variant", ["recompute", "cache"])
+def test_bands_run_once_per_batch_tile_with_the_hand_computed_traffic(
+    monkeypatch: pytest.MonkeyPatch, variant: str
+) -> None:
     # Four images: the band buffers of all four would leave thin bands; the planner runs
-    # the bands once per tile of the batch, the weights kept on chip for every tile.
+    # the bands once per tile of the batch, the weights kept on chip for every tile. In
+    # the cache variant the first band of every tile starts afresh.
+    monkeypatch.setattr(halo_module, "HALO_VARIANTS", (variant,))
     images = 4
     compiled, _ = _compile(TwoConvs().eval(), batch=images)
     halo = [g for g in compiled.fusion_plans[0].groups if isinstance(g, HaloGroupPlan)]
     assert len(halo) == 1 and halo[0].batch_dims
+    assert halo[0].cached == (variant == "cache")
     starts = sorted({band.batch for band in halo[0].bands})
     tile = starts[1] - starts[0]
     assert starts == list(range(0, images, tile)) and tile < images
