@@ -52,9 +52,9 @@ from polyfuse.fusion.planner import (
     OperatorPlan,
     _identity_loop,
     _internal,
+    _Memo,
     _storage_dims,
     operator_problem,
-    shared_dimensions,
 )
 from polyfuse.fusion.resident import (
     Resident,
@@ -117,7 +117,7 @@ class _Structure:
     # Per operator: (storage, access, offset of the access coords in storage coords)
     # of every read of a storage a member produces.
     reads: dict[int, list[tuple[StorageKey, AffineAccess, int]]]
-    halo: bool  # some read is not an identity (else a shared dimension does it)
+    halo: bool  # some read is not an identity (else a shared dimension may do it too)
 
 
 def _in_group_reads(
@@ -316,13 +316,18 @@ class _Batch:
 
 
 def _batch_loops(
-    graph: OperatorGraph, members: list[int], internal: set[StorageKey], structure: _Structure
+    graph: OperatorGraph,
+    members: list[int],
+    internal: set[StorageKey],
+    structure: _Structure,
+    dimensions: list[dict[int, int]],
 ) -> tuple[dict[int, int], dict[StorageKey, int], int] | None:
     """A shared dimension of the group (`planner.shared_dimensions`: every internal
     storage indexed identically, no padding on it) that is not the band loop: the
     batch of a convolution chain. Banding one batch tile at a time keeps the band
-    buffers a tile thick and the weights kept on chip for every tile."""
-    for shared in shared_dimensions(graph, members, internal):
+    buffers a tile thick and the weights kept on chip for every tile. `dimensions`:
+    the group's shared dimensions."""
+    for shared in dimensions:
         if any(structure.loops[i] == loop for i, loop in shared.items()):
             continue
         extent = graph.operators[members[-1]].generic.extents[shared[members[-1]]]
@@ -332,11 +337,15 @@ def _batch_loops(
 
 
 def _batch_tilings(
-    graph: OperatorGraph, members: list[int], internal: set[StorageKey], structure: _Structure
+    graph: OperatorGraph,
+    members: list[int],
+    internal: set[StorageKey],
+    structure: _Structure,
+    dimensions: list[dict[int, int]],
 ) -> list[_Batch | None]:
     """The batch tiles tried: None (the whole batch in every band) and every proper
     divisor of the batch loop's extent, largest first."""
-    found = _batch_loops(graph, members, internal, structure)
+    found = _batch_loops(graph, members, internal, structure, dimensions)
     if found is None:
         return [None]
     loops, dims, extent = found
@@ -348,10 +357,9 @@ def plan_halo_group(
     graph: OperatorGraph,
     members: list[int],
     spm_elements: int,
-    searched: dict[TilingProblem, Tiling | None],
+    memo: _Memo,
     bound: int | None = None,
     carried: Carried = (None, None),
-    bandings: dict[tuple[tuple[int, ...], int, int, int, bool], _Banding | None] | None = None,
     variants: tuple[str, ...] | None = None,
 ) -> tuple[HaloGroupPlan | None, int]:
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
@@ -359,11 +367,10 @@ def plan_halo_group(
     (else more than the scratchpad): the planner stops growing a group when nothing
     fits. A group with no halo is banded too (see below).
     `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
-    the bands read and write their rows in place). `bandings` keeps the bandings by
-    (members, band loop, height, batch tile (0: none), cache variant) across calls.
-    `variants`: of `HALO_VARIANTS`, the ones tried."""
+    the bands read and write their rows in place). `memo` (`planner._Memo`) keeps the
+    tilings, the shared dimensions and the bandings across calls. `variants`: of
+    `HALO_VARIANTS`, the ones tried."""
     never = spm_elements + 1  # "nothing fits"
-    bandings = {} if bandings is None else bandings
     variants = HALO_VARIANTS if variants is None else variants
     if len(members) < 2 or any(not graph.operators[i].outputs for i in members):
         return None, never
@@ -399,7 +406,7 @@ def plan_halo_group(
             (internal, aliases, whole_elements),
             (last_loop, structure),
             spm_elements,
-            bandings,
+            memo,
             variants,
         )
         least = min(least, fitting)
@@ -433,7 +440,7 @@ def plan_halo_group(
             (banding, floors),
             choice,
             spm_elements,
-            searched,
+            memo.tilings,
             limit,
         )
         if costed is not None:
@@ -453,7 +460,7 @@ def _shapes(
     storages: tuple[set[StorageKey], dict[StorageKey, tuple[StorageKey, tuple[int, ...]]], int],
     banded: tuple[int, _Structure],
     spm_elements: int,
-    bandings: dict[tuple[tuple[int, ...], int, int, int, bool], _Banding | None],
+    memo: _Memo,
     variants: tuple[str, ...],
 ) -> tuple[list[_Banding], int]:
     """The bandings tried along one last loop: for the whole batch and every batch tile,
@@ -462,12 +469,14 @@ def _shapes(
     elements a banding's buffers hold (more than the scratchpad if none bands)."""
     internal, aliases, whole_elements = storages
     last_loop, structure = banded
+    bandings = memo.bandings
     extent = graph.operators[members[-1]].generic.extents[last_loop]
     heights = _heights(extent)
     shaped: list[_Banding] = []
     least = spm_elements + 1
     owners = [graph.storages[key] for key in internal - set(aliases)]
-    for batch in _batch_tilings(graph, members, internal, structure):
+    shared = memo.shared_dimensions(graph, members, internal)
+    for batch in _batch_tilings(graph, members, internal, structure, shared):
         row_elements = 0  # of one band row, over every band buffer
         for storage in owners:
             elements = storage.elements // storage.shape[structure.dims[storage.key]]

@@ -322,10 +322,7 @@ def _plan_group(
     on_chip, held_carried = whole
     candidates: list[tuple[dict[int, int] | None, int]] = [(None, 0)]
     if internal:
-        ordered = tuple(members)
-        if ordered not in memo.dimensions:  # the same for every carried variant
-            memo.dimensions[ordered] = shared_dimensions(graph, members, internal)
-        for dimension in memo.dimensions[ordered]:
+        for dimension in memo.shared_dimensions(graph, members, internal):
             extent = graph.operators[members[0]].generic.extents[dimension[members[0]]]
             divisors = [d for d in range(1, extent) if extent % d == 0]
             for tile in sorted(divisors, reverse=True)[:TILE_CANDIDATES]:
@@ -466,6 +463,16 @@ class _Memo:
     )
     schedules: dict[tuple[int, TilingProblem, int], OperatorSchedule] = field(default_factory=dict)
 
+    def shared_dimensions(
+        self, graph: OperatorGraph, members: list[int], internal: set[StorageKey]
+    ) -> list[dict[int, int]]:
+        """`shared_dimensions`, once per members (the same for every carried variant and
+        for the halo planner's batch loops)."""
+        key = tuple(members)
+        if key not in self.dimensions:
+            self.dimensions[key] = shared_dimensions(graph, members, internal)
+        return self.dimensions[key]
+
     def plan_group(
         self,
         graph: OperatorGraph,
@@ -501,9 +508,9 @@ def plan_fusion(
     fewer bytes but recompute rows), and for that one every operator on its own
     (`_singletons`). Storages are then carried between the chosen groups, and halo
     groups cache rather than recompute, where that is estimated faster
-    (`_carries_and_variants_for_speed`), rather than inside the DP: chosen on bytes, carries can make
-    groups slower and leave fewer cuts to mix at, and the cache variant changed
-    ResNet-50's partition for 1% fewer bytes and 1% more cycles. The nested call
+    (`_carries_and_variants_for_speed`), rather than inside the DP: chosen on bytes,
+    carries can make groups slower and leave fewer cuts to mix at, and the cache variant
+    changed ResNet-50's partition for 1% fewer bytes and 1% more cycles. The nested call
     planning the plain alternative (`outermost` off) does neither: that changed no zoo
     model's plan and saves a second scheduling of every operator. `memo` keeps what
     these calls share (`_Memo`)."""
@@ -529,7 +536,6 @@ def plan_fusion(
             cost[state] = total
             choice[state] = (group, before[1])
 
-    searched = memo.tilings  # tilings are reused across groups
     for start in range(count):
         arriving = [key for j, key in cost if j == start]
         if not arriving:
@@ -553,14 +559,7 @@ def plan_fusion(
                     bounds.append(cost[(end, None)] - cost[(start, None)])
                 bound = min(bounds) if bounds else None
                 banded, banded_resident = plan_halo_group(
-                    graph,
-                    members,
-                    spm_elements,
-                    searched,
-                    bound,
-                    (None, None),
-                    memo.bandings,
-                    halo_variants,
+                    graph, members, spm_elements, memo, bound, variants=halo_variants
                 )
                 if banded is not None:
                     group = banded  # cheaper than `bound`
@@ -580,14 +579,7 @@ def plan_fusion(
                     if halo:
                         bound = carried.bytes if carried is not None else None
                         banded, _ = plan_halo_group(
-                            graph,
-                            members,
-                            spm_elements,
-                            searched,
-                            bound,
-                            carries,
-                            memo.bandings,
-                            halo_variants,
+                            graph, members, spm_elements, memo, bound, carries, halo_variants
                         )
                         carried = banded or carried
                     if carried is not None:
@@ -646,11 +638,13 @@ def _carries_and_variants_for_speed(
         if carried != (None, None):
             plans = [memo.plan_group(graph, group.operators, spm_elements, carried)[0]]
         if isinstance(group, HaloGroupPlan):
-            args = (graph, group.operators, spm_elements, memo.tilings, None, carried)
             for kind in HALO_VARIANTS:
                 if carried == (None, None) and group.cached == (kind == "cache"):
                     continue  # the DP's own plan: `group`
-                plans.append(plan_halo_group(*args, memo.bandings, (kind,))[0])
+                banded, _ = plan_halo_group(
+                    graph, group.operators, spm_elements, memo, None, carried, (kind,)
+                )
+                plans.append(banded)
         found = [plan for plan in plans if plan is not None]
         _schedule_for_speed(graph, [plan for plan in found if plan is not group], overlap, memo)
         return min(found, key=lambda p: (p.cycles, p.bytes), default=None)
