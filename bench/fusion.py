@@ -11,9 +11,13 @@ bytes (inputs and weights read once, outputs written once), the full fused compi
 and the max relative error of the fused run against eager PyTorch, and (b) MLIR's own
 answer, upstream affine-loop-fusion + affine-data-copy-generate with the same fast-memory
 capacity, its DMAs and remaining DRAM accesses counted by trip-count evaluation
-(`polyfuse/fusion/affine_baseline.py`; null with the reason when it fails). The model is imported once per batch size; every target and
-scratchpad size lowers a clone. With two or more scratchpad sizes a plot of traffic
-against scratchpad size per model is written to bench/fusion.png.
+(`polyfuse/fusion/affine_baseline.py`; null with the reason when it fails). The JSON
+also splits (c) by cause (`polyfuse/fusion/breakdown.py`): compulsory_bytes +
+between_groups_bytes (activations crossing fusion groups) + within_groups_bytes
+(re-reads inside groups) + copy_bytes = fused_bytes. The model is imported once per
+batch size; every target and scratchpad size lowers a clone. With two or more scratchpad
+sizes a plot of traffic against scratchpad size per model is written to bench/fusion.png;
+the summary of the issue's bar figures is printed per batch.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from polyfuse.frontend.importer import import_model
 from polyfuse.frontend.weight_layouts import fold_weight_layouts
 from polyfuse.fusion import lower_module_fused
 from polyfuse.fusion.affine_baseline import affine_baseline_bytes
+from polyfuse.fusion.breakdown import traffic_split
 from polyfuse.models import SMALL, ZOO, get_model
 from polyfuse.passes.lower_to_accel import lower_module
 from polyfuse.runtime.emulator import set_num_threads
@@ -142,6 +147,8 @@ def measure(
                 continue
             assert fused.report is not None
             copies = sum(r.planned_dram_bytes for r in fused.operators if r.kind == "copy")
+            (plan,) = fused.fusion_plans
+            split = traffic_split(plan.traffic, fused.report.compulsory_bytes, copies)
             record.update(
                 fused_bytes=fused.report.dram_bytes,
                 planned_bytes=sum(p.predicted_bytes for p in fused.fusion_plans) + copies,
@@ -150,6 +157,9 @@ def measure(
                 fused_lower_s=round(fused_s, 3),
                 max_rel_err=float((output - reference).abs().max() / reference.abs().max()),
                 spm_peak_bytes=fused.report.stats.spm_peak_bytes,
+                between_groups_bytes=split.between_groups,  # fusion/breakdown.py
+                within_groups_bytes=split.within_groups,
+                copy_bytes=split.copies,
                 groups=len(fused.fusion_plans[0].groups),
                 operators=sum(len(g.operators) for g in fused.fusion_plans[0].groups),
             )
@@ -270,8 +280,9 @@ def main() -> None:
             f"{r['max_rel_err']:.1e}",
         )  # fmt: skip
     console.print(table)
-    for name, value in summary(records).items():
-        console.print(f"{name}: {value:.3f}")
+    for batch in sorted({r["batch"] for r in records}):  # the bar is stated per batch
+        for name, value in summary([r for r in records if r["batch"] == batch]).items():
+            console.print(f"batch {batch}: {name}: {value:.3f}")
     for r in records:
         if r not in complete(records):
             console.print(

@@ -9,6 +9,7 @@ model input and weight read once and every output written once.
                                     bound by compute or by DMA
     report.write_trace("t.json")    the engines' timelines as a Chrome / Perfetto trace
     report.write_plots("dir")       traffic vs lower bound, roofline, scratchpad occupancy
+    format_fusion_groups(...)       a fused program's bytes by cause, and its groups
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from polyfuse.runtime.emulator import ENGINES, ExecutionStats, LocationStats
 
 if TYPE_CHECKING:
     from polyfuse.compiler import CompiledModel
+    from polyfuse.fusion.breakdown import GroupTraffic, TrafficSplit
 
 MIB = 1024 * 1024
 
@@ -391,6 +393,47 @@ class Report:
         )
         paths.append(_save(figure, folder / "occupancy.png"))
         return paths
+
+
+def format_fusion_groups(
+    traffic: list[GroupTraffic], split: TrafficSplit, limit: int = 20, width: int = 160
+) -> str:
+    """A fused program's DRAM bytes by cause (`fusion/breakdown.py`), then the `limit`
+    fusion groups that move the most bytes, in program order."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    causes = Table(title="where the DRAM bytes go")
+    causes.add_column("cause")
+    causes.add_column("MiB", justify="right")
+    causes.add_column("share", justify="right")
+    total = max(split.total, 1)
+    for cause, value in (
+        ("compulsory (inputs and weights read once, outputs written once)", split.compulsory),
+        ("activations between fusion groups", split.between_groups),
+        ("re-read within fusion groups (weights per tile or band, halo rows)", split.within_groups),
+        ("data-movement copies (padding, concat)", split.copies),
+    ):
+        causes.add_row(cause, f"{value / MIB:,.2f}", f"{value / total:.0%}")
+    causes.add_row("total", f"{split.total / MIB:,.2f}", "")
+    console.print(causes)
+    ranked = sorted(range(len(traffic)), key=lambda g: -traffic[g].bytes)[:limit]
+    table = Table(title=f"fusion groups (the {len(ranked)} moving the most, of {len(traffic)})")
+    for column in ("group", "operators", "what", "schedule", "MiB", "own MiB", "within MiB"):
+        table.add_column(column, justify="left" if column in ("what", "schedule") else "right")
+    for g in sorted(ranked):
+        group = traffic[g]
+        first, last = group.operators[0], group.operators[-1]
+        table.add_row(
+            str(g + 1),
+            str(first) if first == last else f"{first}-{last}",
+            group.description,
+            group.schedule,
+            f"{group.bytes / MIB:.2f}",
+            f"{group.own_bytes / MIB:.2f}",
+            f"{group.within_bytes / MIB:.2f}",
+        )
+    console.print(table)
+    return buffer.getvalue()
 
 
 def _short(location: str) -> str:

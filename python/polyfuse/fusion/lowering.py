@@ -27,6 +27,7 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.operators import defining_op, generic_operator, location_text, static_shape
 from polyfuse.dialects import accel
 from polyfuse.errors import UnsupportedError
+from polyfuse.fusion.breakdown import group_traffic
 from polyfuse.fusion.graph import (
     VIEWS,
     Operator,
@@ -87,6 +88,7 @@ def lower_function_fused(
     `plan_fusion`."""
     graph = build_graph(func_op)
     plan = plan_fusion(graph, target.scratchpad_bytes, overlap, halo)
+    plan.traffic = group_traffic(graph, plan)
     name = ir.StringAttr(func_op.attributes["sym_name"]).value
     function_type = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
     for t in [*function_type.inputs, *function_type.results]:

@@ -38,6 +38,7 @@ from typing import Any
 from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_cached
 from polyfuse.errors import ScratchpadCapacityError
+from polyfuse.fusion.breakdown import GroupTraffic
 from polyfuse.fusion.carry import Carried, carry_candidates, held_whole, last_reader
 from polyfuse.fusion.graph import MERGED, Operator, OperatorGraph, StorageKey
 from polyfuse.fusion.overlap import (
@@ -126,6 +127,8 @@ class GroupPlan:
 class FusionPlan:
     groups: list[GroupPlan]
     spm_bytes: int
+    # Per group, where its bytes go (`breakdown.py`); filled in by the lowering.
+    traffic: list[GroupTraffic] = field(default_factory=list)
 
     @property
     def predicted_bytes(self) -> int:

@@ -22,7 +22,9 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from polyfuse.compiler import compile as polyfuse_compile
+    from polyfuse.fusion.breakdown import traffic_split
     from polyfuse.models import get_model
+    from polyfuse.report import format_fusion_groups
     from polyfuse.runtime.emulator import set_num_threads
 
     torch.set_num_threads(args.threads)
@@ -65,6 +67,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{verdict} eager PyTorch: max relative error {error:.2e} (tolerance {TOLERANCE:.0e})")
     if args.operators:
         print(report.format_operators(limit=args.operators))
+    if args.groups:
+        if not compiled.fusion_plans:
+            print("--groups: no fusion groups (run with --schedule fused)")
+        for plan in compiled.fusion_plans:
+            copies = sum(r.planned_dram_bytes for r in compiled.operators if r.kind == "copy")
+            split = traffic_split(plan.traffic, report.compulsory_bytes, copies)
+            print(format_fusion_groups(plan.traffic, split, limit=args.groups))
     if args.trace:
         report.write_trace(args.trace)
         print(f"engine timelines written to {args.trace} (open in ui.perfetto.dev)")
@@ -184,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plots", help="write traffic, roofline and occupancy PNGs to this folder")
     run.add_argument(
         "--operators", type=int, default=0, metavar="N", help="print the N longest operators"
+    )
+    run.add_argument(
+        "--groups",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fused: where the DRAM bytes go, and the N fusion groups moving the most",
     )
     run.set_defaults(handler=_run)
     commands.add_parser("models", help="list the bundled models").set_defaults(handler=_models)

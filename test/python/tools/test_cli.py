@@ -36,3 +36,15 @@ def test_lists(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["targets"]) == 0
     printed = capsys.readouterr().out
     assert "resnet50" in printed and "inferentia-like" in printed
+
+
+def test_groups_show_where_the_fused_bytes_go(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "lenet", "--schedule", "fused", "--quiet", "--groups", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "where the DRAM bytes go" in printed and "activations between fusion groups" in printed
+    assert "fusion groups (the 1 moving the most, of 1)" in printed  # LeNet fuses whole
+
+
+def test_groups_without_fusion_say_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "mlp", "--quiet", "--groups", "3"]) == 0
+    assert "no fusion groups (run with --schedule fused)" in capsys.readouterr().out
