@@ -84,6 +84,32 @@ def box_elements(access: AffineAccess, tile: tuple[int, ...]) -> int:
     return size
 
 
+def moved_rows(access: AffineAccess, tile: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Per access row, (values one tile's DMA moves, their step in the row).
+
+    A row that only one loop with more than one tile iteration indexes, with a positive
+    coefficient c, takes that loop's tile values c apart (a stride-2 1x1 convolution's
+    input row `2*oh + kh` over a tile of oh): the DMA moves just those, with stride c,
+    into the same places of the tile's box. Any other row moves its whole box width
+    (`box_elements`), which is also what a tile holds in the scratchpad."""
+    rows = []
+    for row in access.coeffs:
+        active = [(c, t) for c, t in zip(row, tile, strict=True) if c and t > 1]
+        if len(active) == 1 and active[0][0] > 1 and all(c >= 0 for c in row):
+            rows.append((active[0][1], active[0][0]))
+        else:
+            rows.append((sum(abs(c) * (t - 1) for c, t in zip(row, tile, strict=True)) + 1, 1))
+    return tuple(rows)
+
+
+def moved_elements(access: AffineAccess, tile: tuple[int, ...]) -> int:
+    """Elements one tile's DMA moves (`moved_rows`)."""
+    size = 1
+    for count, _ in moved_rows(access, tile):
+        size *= count
+    return size
+
+
 def _candidates(problem: TilingProblem) -> list[list[int]]:
     lists = []
     for loop, extent in enumerate(problem.extents):
@@ -174,20 +200,29 @@ def search_tiling(problem: TilingProblem) -> Tiling | None:
     extents = np.array(problem.extents, dtype=np.int64)
     # Every access row of every operand at once: its width over each tile.
     rows = [row for operand in problem.operands for row in operand.access.coeffs]
-    coeffs = np.abs(np.array(rows, dtype=np.int64).reshape(len(rows), len(problem.extents)))
+    signed = np.array(rows, dtype=np.int64).reshape(len(rows), len(problem.extents))
+    coeffs = np.abs(signed)
     widths = (grids - 1) @ coeffs.T + 1
+    # What a DMA moves per row (`moved_rows`): a strided row indexed by one loop with
+    # more than one tile iteration moves that loop's tile, not its box width.
+    indexed = (coeffs > 0).astype(np.int64)
+    single = ((grids > 1).astype(np.int64) @ indexed.T) == 1
+    strided = np.asarray((signed >= 0).all(axis=1) & (coeffs > 1).any(axis=1))
+    moved_widths = np.where(single & strided[None, :], (grids - 1) @ indexed.T + 1, widths)
     boxes = []
+    moved = []
     first = 0
     for operand in problem.operands:
         end = first + len(operand.access.coeffs)
         boxes.append(np.prod(widths[:, first:end], axis=1))
+        moved.append(np.prod(moved_widths[:, first:end], axis=1))
         first = end
     footprint = sum(boxes) + problem.temporaries * np.prod(grids, axis=1)
     feasible = footprint <= problem.capacity_elements
     if not feasible.any():
         return None
     grids, footprint = grids[feasible], footprint[feasible]
-    boxes = [box[feasible] for box in boxes]
+    moved = [elements[feasible] for elements in moved]
     trips = extents[None, :] // grids
 
     # An operand is loaded as often as the product of the trips down to the innermost
@@ -202,10 +237,10 @@ def search_tiling(problem: TilingProblem) -> Tiling | None:
     factors: dict[tuple[int, frozenset[int]], np.ndarray] = {}
     loads: dict[tuple[int, _Factors], np.ndarray] = {}  # (operand, its factors) -> loads
     used = [operand.access.loops_used() for operand in problem.operands]
-    own = []  # per operand: box x moves x the trips of the loops it depends on
-    for operand, box, loops in zip(problem.operands, boxes, used, strict=True):
+    own = []  # per operand: elements moved x moves x the trips of the loops it depends on
+    for operand, elements, loops in zip(problem.operands, moved, used, strict=True):
         moves = (2 if operand.reads else 1) if operand.is_output else 1
-        own.append(box * moves * np.prod(trips[:, sorted(loops)], axis=1))
+        own.append(elements * moves * np.prod(trips[:, sorted(loops)], axis=1))
     best_traffic = np.full(len(grids), np.iinfo(np.int64).max, dtype=np.int64)
     best_order = np.zeros(len(grids), dtype=np.int64)
     orders = _full_orders(problem)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_cached
+from polyfuse.analysis.tile_search import Tiling, TilingProblem, moved_rows, search_cached
 from polyfuse.fusion.graph import Operator
 from polyfuse.lowering.contraction_embedding import (
     ContractionChoice,
@@ -217,13 +217,15 @@ def _bus_bytes(problem: TilingProblem, tiling: Tiling) -> int:
     trips = tiling.trips(problem.extents)
     total = 0
     for operand, depth in zip(problem.operands, tiling.load_depth, strict=True):
-        box = [
-            sum(abs(c) * (t - 1) for c, t in zip(row, tiling.tile, strict=True)) + 1
-            for row in operand.access.coeffs
-        ] or [1]
+        moved = moved_rows(operand.access, tiling.tile)
+        box = [count for count, _ in moved] or [1]
         run = 1  # the innermost dims merge while the tile covers them whole
-        for row, extent in zip(reversed(operand.access.coeffs), reversed(box), strict=True):
-            run *= extent
+        for row, (count, step) in zip(
+            reversed(operand.access.coeffs), reversed(moved), strict=True
+        ):
+            if step > 1:  # values `step` apart: every one starts a run
+                break
+            run *= count
             if any(c and t < e for c, t, e in zip(row, tiling.tile, problem.extents, strict=True)):
                 break
         rows = math.prod(box) // run

@@ -42,7 +42,7 @@ from torch_mlir import ir
 from torch_mlir.dialects import affine
 
 from polyfuse.analysis.affine import AffineAccess
-from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_tiling
+from polyfuse.analysis.tile_search import Tiling, TilingProblem, moved_rows, search_tiling
 from polyfuse.dialects import accel
 from polyfuse.lowering.dram import DramTensor, row_major_strides
 from polyfuse.targets import Target
@@ -293,13 +293,16 @@ class TileNest:
             if term.iv is not None:
                 ivs.append(term.iv)
                 coeffs.append(step * term.scale)
-        keep = [r for r, extent in enumerate(operand.box) if extent > 1] or [0]
+        # Per row: the values moved and their step (a strided row moves only the values
+        # the tile reads, into the same places of its box; `moved_rows`).
+        rows = moved_rows(access, operand.tile)
+        keep = [r for r, (count, _) in enumerate(rows) if count > 1] or [0]
         if not operand.box:  # a rank-0 tensor (x.sum()): one element
             shape, spm_strides, dram_strides = [1], [1], [1]
         else:
-            shape = [operand.box[r] for r in keep]
-            spm_strides = [operand.box_strides[r] for r in keep]
-            dram_strides = [dram.strides[r] for r in keep]
+            shape = [rows[r][0] for r in keep]
+            spm_strides = [operand.box_strides[r] * rows[r][1] for r in keep]
+            dram_strides = [dram.strides[r] * rows[r][1] for r in keep]
             shape, spm_strides, dram_strides = merge_contiguous(shape, spm_strides, dram_strides)
         spm_access = (0, tuple(0 for _ in ivs))
         dram_access = (c0, tuple(coeffs))

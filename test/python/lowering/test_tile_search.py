@@ -5,7 +5,14 @@ from __future__ import annotations
 import itertools
 
 from polyfuse.analysis.affine import AffineAccess
-from polyfuse.analysis.tile_search import TiledOperand, TilingProblem, box_elements, search_tiling
+from polyfuse.analysis.tile_search import (
+    TiledOperand,
+    TilingProblem,
+    box_elements,
+    moved_elements,
+    moved_rows,
+    search_tiling,
+)
 
 # C[m, n] += A[m, k] * B[k, n]; loops (m, n, k).
 A = AffineAccess(((1, 0, 0), (0, 0, 1)), (0, 0), 3)
@@ -69,6 +76,32 @@ def test_conv_halo_box() -> None:
     # Input rows of a 3x3 stride-2 convolution: oh*2 + kh over a tile of 4 rows, 3 taps.
     access = AffineAccess(((2, 1),), (0,), 2)
     assert box_elements(access, (4, 3)) == 2 * 3 + 2 + 1
+
+
+def test_a_strided_row_moves_only_the_values_it_reads() -> None:
+    # oh*2 + kh: with one tap (a 1x1 stride-2 convolution) a tile of 4 rows reads rows
+    # 0, 2, 4, 6 of its 7-row box; the DMA moves those 4, 2 apart. With 3 taps the rows
+    # overlap and the whole box moves.
+    access = AffineAccess(((2, 1),), (0,), 2)
+    assert moved_rows(access, (4, 1)) == ((4, 2),)
+    assert box_elements(access, (4, 1)) == 7
+    assert moved_rows(access, (4, 3)) == ((9, 1),)
+    # The search counts moved elements as traffic and boxes as footprint: a 1x1
+    # stride-2 convolution over 8 output rows, loops (oh, kh), reads 8 input rows.
+    problem = TilingProblem(
+        extents=(8, 1),
+        is_reduction=(False, True),
+        operands=(
+            TiledOperand(access),
+            TiledOperand(AffineAccess(((1, 0),), (0,), 2), is_output=True, reads=False),
+        ),
+        temporaries=0,
+        capacity_elements=64,
+    )
+    tiling = search_tiling(problem)
+    assert tiling is not None and tiling.tile == (8, 1)
+    assert tiling.traffic_elements == moved_elements(access, (8, 1)) + 8 == 16
+    assert tiling.footprint_elements == 15 + 8
 
 
 def test_nothing_fits() -> None:
