@@ -90,12 +90,17 @@ def moved_rows(access: AffineAccess, tile: tuple[int, ...]) -> tuple[tuple[int, 
     A row that only one loop with more than one tile iteration indexes, with a positive
     coefficient c, takes that loop's tile values c apart (a stride-2 1x1 convolution's
     input row `2*oh + kh` over a tile of oh): the DMA moves just those, with stride c,
-    into the same places of the tile's box. Any other row moves its whole box width
-    (`box_elements`), which is also what a tile holds in the scratchpad."""
+    into the same places of the tile's box. Not the last row, the tensor's contiguous
+    dim: there the values skipped share DRAM bursts with the values read, so skipping
+    them saves no DRAM transfer, only makes every value its own burst. Any other row
+    moves its whole box width (`box_elements`), which is also what a tile holds in the
+    scratchpad."""
     rows = []
-    for row in access.coeffs:
+    last = len(access.coeffs) - 1
+    for index, row in enumerate(access.coeffs):
         active = [(c, t) for c, t in zip(row, tile, strict=True) if c and t > 1]
-        if len(active) == 1 and active[0][0] > 1 and all(c >= 0 for c in row):
+        strided = len(active) == 1 and active[0][0] > 1 and all(c >= 0 for c in row)
+        if strided and index < last:
             rows.append((active[0][1], active[0][0]))
         else:
             rows.append((sum(abs(c) * (t - 1) for c, t in zip(row, tile, strict=True)) + 1, 1))
@@ -208,6 +213,9 @@ def search_tiling(problem: TilingProblem) -> Tiling | None:
     indexed = (coeffs > 0).astype(np.int64)
     single = ((grids > 1).astype(np.int64) @ indexed.T) == 1
     strided = np.asarray((signed >= 0).all(axis=1) & (coeffs > 1).any(axis=1))
+    for last in np.cumsum([len(operand.access.coeffs) for operand in problem.operands]) - 1:
+        if last >= 0:
+            strided[last] = False  # the contiguous dim: skipping saves no burst
     moved_widths = np.where(single & strided[None, :], (grids - 1) @ indexed.T + 1, widths)
     boxes = []
     moved = []

@@ -79,28 +79,33 @@ def test_conv_halo_box() -> None:
 
 
 def test_a_strided_row_moves_only_the_values_it_reads() -> None:
-    # oh*2 + kh: with one tap (a 1x1 stride-2 convolution) a tile of 4 rows reads rows
-    # 0, 2, 4, 6 of its 7-row box; the DMA moves those 4, 2 apart. With 3 taps the rows
-    # overlap and the whole box moves.
-    access = AffineAccess(((2, 1),), (0,), 2)
-    assert moved_rows(access, (4, 1)) == ((4, 2),)
-    assert box_elements(access, (4, 1)) == 7
-    assert moved_rows(access, (4, 3)) == ((9, 1),)
-    # The search counts moved elements as traffic and boxes as footprint: a 1x1
-    # stride-2 convolution over 8 output rows, loops (oh, kh), reads 8 input rows.
+    # Input rows and columns of a stride-2 convolution: (oh*2 + kh, ow*2 + kw), loops
+    # (oh, ow, kh, kw). With one tap a tile of 4 rows reads rows 0, 2, 4, 6 of its
+    # 7-row box: the DMA moves those 4, 2 apart. The columns (the contiguous dim, where
+    # skipped values share DRAM bursts) move whole. With 3 taps the rows overlap.
+    access = AffineAccess(((2, 0, 1, 0), (0, 2, 0, 1)), (0, 0), 4)
+    assert moved_rows(access, (4, 4, 1, 1)) == ((4, 2), (7, 1))
+    assert box_elements(access, (4, 4, 1, 1)) == 7 * 7
+    assert moved_rows(access, (4, 4, 3, 1)) == ((9, 1), (7, 1))
+    assert moved_elements(access, (8, 8, 1, 1)) == 8 * 15
+    # The search counts moved elements as traffic and boxes as footprint: over 8 x 8
+    # outputs of a 1x1 stride-2 convolution, one output column per tile reads exactly
+    # the 64 input values used (8 rows 2 apart, one column), into a 15-row box.
     problem = TilingProblem(
-        extents=(8, 1),
-        is_reduction=(False, True),
+        extents=(8, 8, 1, 1),
+        is_reduction=(False, False, True, True),
         operands=(
             TiledOperand(access),
-            TiledOperand(AffineAccess(((1, 0),), (0,), 2), is_output=True, reads=False),
+            TiledOperand(
+                AffineAccess(((1, 0, 0, 0), (0, 1, 0, 0)), (0, 0), 4), is_output=True, reads=False
+            ),
         ),
         temporaries=0,
-        capacity_elements=64,
+        capacity_elements=512,
     )
     tiling = search_tiling(problem)
-    assert tiling is not None and tiling.tile == (8, 1)
-    assert tiling.traffic_elements == moved_elements(access, (8, 1)) + 8 == 16
+    assert tiling is not None and tiling.tile == (8, 1, 1, 1)
+    assert tiling.traffic_elements == 64 + 64
     assert tiling.footprint_elements == 15 + 8
 
 
