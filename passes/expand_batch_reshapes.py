@@ -1,0 +1,242 @@
+"""polyfuse-expand-batch-reshapes: run batched operators over the dims a reshape merged.
+
+torch-mlir lowers a batched matmul of 4-d tensors (attention's `q @ k.T` over batch x
+heads) to a `linalg.batch_matmul` of 3-d tensors: the operands are collapsed, batch and
+heads merged into one dim, and the result is expanded back:
+
+    %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<8x12x128x64xf32> into tensor<96x128x64xf32>
+    %k3 = tensor.collapse_shape %k [[0, 1], [2], [3]] : tensor<8x12x64x128xf32> into tensor<96x64x128xf32>
+    %s3 = linalg.generic {maps (b, m, n, k) -> (b, m, k), (b, k, n), (b, m, n)} ins(%q3, %k3) outs(%fill3)
+    %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] : tensor<96x128x128xf32> into tensor<8x12x128x128xf32>
+
+A merged loop indexes its storages through a quotient and a remainder, so the fusion
+planner cannot tile the attention by whole heads (docs/fusion.md, "Merged loops"). This
+pass runs such an operator over the unmerged dims instead, on the uncollapsed tensors,
+as MLIR's reshape propagation by expansion does (`linalg-fuse-elementwise-ops`' reshape
+patterns, not exposed alone):
+
+    %s = linalg.generic {maps (b, h, m, n, k) -> (b, h, m, k), (b, h, k, n), (b, h, m, n)}
+             ins(%q, %k) outs(%fill)
+
+Rewritten: a `linalg.generic` whose every indexing map is a projected permutation, whose
+inputs all come from `tensor.collapse_shape`s merging the same leading dims (sizes
+equal) into their dim 0, indexed by one parallel loop that indexes nothing else, whose
+init is a scalar fill (a `linalg.generic` yielding its scalar input) or a
+`tensor.empty`, and whose one result is only used by a `tensor.expand_shape` splitting
+dim 0 back into the same sizes. The results are the same values; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from torch_mlir import ir
+
+from polyfuse.analysis.operators import defining_op
+from polyfuse.pass_base import ModulePass
+
+PARALLEL = "#linalg.iterator_type<parallel>"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpandBatchReshapes(ModulePass):
+    """Run batched operators over the batch dims a collapse_shape merged (attention)."""
+
+    name: ClassVar[str] = "polyfuse-expand-batch-reshapes"
+
+    def run(self, module: ir.Operation) -> None:
+        expand_batch_reshapes(module)
+
+
+def expand_batch_reshapes(module: ir.Operation) -> int:
+    """Rewrite every matching generic in `module` (see the module docstring); returns
+    how many were rewritten."""
+    found: list[tuple[ir.Operation, _Match]] = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "linalg.generic":
+            match = _match(op)
+            if match is not None:
+                found.append((op, match))
+        return ir.WalkResult.ADVANCE
+
+    module.walk(visit)
+    for op, match in found:
+        _rewrite(op, match)
+    return len(found)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Match:
+    loop: int  # the merged loop
+    sizes: tuple[int, ...]  # the dims it merges, outermost first
+    sources: tuple[ir.Value, ...]  # per input: the uncollapsed tensor
+    expand: ir.Operation  # the expand_shape of the result
+    init: ir.Operation  # the fill generic or tensor.empty of the output
+
+
+def _dims(attribute: ir.Attribute) -> list[int] | None:
+    """The loop each result of an indexing map reads (None: not a projected permutation)."""
+    positions = []
+    for expr in ir.AffineMapAttr(attribute).value.results:
+        if not isinstance(expr, ir.AffineDimExpr):
+            return None
+        positions.append(ir.AffineDimExpr(expr).position)
+    return positions
+
+
+def _reassociation(op: ir.Operation) -> list[list[int]]:
+    return [
+        [ir.IntegerAttr(i).value for i in ir.ArrayAttr(group)]
+        for group in ir.ArrayAttr(op.attributes["reassociation"])
+    ]
+
+
+def _leading_merge(op: ir.Operation, source_type: ir.Type) -> tuple[int, ...] | None:
+    """The sizes of the dims `op` (a collapse or expand) merges into / splits from its
+    collapsed dim 0, if that is all it does."""
+    groups = _reassociation(op)
+    if len(groups[0]) < 2 or any(len(group) != 1 for group in groups[1:]):
+        return None
+    shape = ir.RankedTensorType(source_type).shape
+    return tuple(shape[d] for d in groups[0])
+
+
+def _is_scalar_fill(op: ir.Operation) -> bool:
+    if op.name != "linalg.generic" or len(op.operands) != 2:
+        return False
+    if isinstance(op.operands[0].type, ir.RankedTensorType):
+        return False
+    body = op.regions[0].blocks[0]
+    operations = list(body.operations)
+    return len(operations) == 1 and operations[0].operands[0] == body.arguments[0]
+
+
+def _match(op: ir.Operation) -> _Match | None:
+    segments = ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"])
+    inputs, outputs = segments[0], segments[1]
+    if outputs != 1 or inputs < 1 or len(op.results) != 1:
+        return None
+    maps = [_dims(m) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
+    if any(m is None or not m for m in maps):
+        return None
+    assert all(m is not None for m in maps)
+    dims = [m for m in maps if m is not None]
+    loop = dims[-1][0]
+    iterators = [str(t) for t in ir.ArrayAttr(op.attributes["iterator_types"])]
+    if iterators[loop] != PARALLEL:
+        return None
+    # The merged loop indexes dim 0 of every operand and nothing else.
+    if any(m[0] != loop or loop in m[1:] for m in dims):
+        return None
+    sizes: tuple[int, ...] | None = None
+    sources = []
+    for value in list(op.operands)[:inputs]:
+        collapse = defining_op(value)
+        if collapse is None or collapse.name != "tensor.collapse_shape":
+            return None
+        merged = _leading_merge(collapse, collapse.operands[0].type)
+        if merged is None or (sizes is not None and merged != sizes):
+            return None
+        sizes = merged
+        sources.append(collapse.operands[0])
+    uses = list(op.results[0].uses)
+    if len(uses) != 1:
+        return None
+    expand = uses[0].owner
+    expand = expand.operation if isinstance(expand, ir.OpView) else expand
+    if expand.name != "tensor.expand_shape":
+        return None
+    if _leading_merge(expand, expand.results[0].type) != sizes:
+        return None
+    init = defining_op(op.operands[inputs])
+    if init is None or not (init.name == "tensor.empty" or _is_scalar_fill(init)):
+        return None
+    if len(list(init.results[0].uses)) != 1:
+        return None
+    assert sizes is not None
+    return _Match(loop, sizes, tuple(sources), expand, init)
+
+
+def _expanded_map(dims: list[int], loop: int, extra: int, rank: int) -> ir.Attribute:
+    """`dims` (an operand's loops) with loop `loop` split into `extra + 1` loops."""
+
+    def shift(d: int) -> int:
+        return d + extra if d > loop else d
+
+    positions = [*range(loop, loop + extra + 1), *(shift(d) for d in dims[1:])]
+    exprs = [ir.AffineDimExpr.get(p) for p in positions]
+    return ir.AffineMapAttr.get(ir.AffineMap.get(rank + extra, 0, exprs))
+
+
+def _move_body(source: ir.Operation, target: ir.Operation) -> None:
+    """Move `source`'s one-block body into `target`'s empty region."""
+    old = source.regions[0].blocks[0]
+    new = target.regions[0].blocks.append(*[arg.type for arg in old.arguments])
+    for old_arg, new_arg in zip(old.arguments, new.arguments, strict=True):
+        old_arg.replace_all_uses_with(new_arg)
+    for body_op in list(old.operations):
+        new.append(body_op.operation)
+
+
+def _rewrite(op: ir.Operation, match: _Match) -> None:
+    expanded_type = match.expand.results[0].type
+    element = ir.RankedTensorType(expanded_type).element_type
+    shape = ir.RankedTensorType(expanded_type).shape
+    extra = len(match.sizes) - 1
+    with ir.InsertionPoint(op), op.location:
+        empty = ir.Operation.create(
+            "tensor.empty", results=[ir.RankedTensorType.get(shape, element)]
+        )
+        init: ir.Value = empty.results[0]
+        if match.init.name == "linalg.generic":  # a scalar fill, on the expanded shape
+            rank = len(shape)
+            fill = ir.Operation.create(
+                "linalg.generic",
+                results=[expanded_type],
+                operands=[match.init.operands[0], init],
+                attributes={
+                    "indexing_maps": ir.ArrayAttr.get(
+                        [
+                            ir.AffineMapAttr.get(ir.AffineMap.get(rank, 0, [])),
+                            ir.AffineMapAttr.get(ir.AffineMap.get_identity(rank)),
+                        ]
+                    ),
+                    "iterator_types": ir.ArrayAttr.get([ir.Attribute.parse(PARALLEL)] * rank),
+                    "operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 1]),
+                },
+                regions=1,
+            )
+            _move_body(match.init, fill)
+            init = fill.results[0]
+        maps = [_dims(m) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
+        iterators = list(ir.ArrayAttr(op.attributes["iterator_types"]))
+        rank = len(iterators)
+        new_iterators = [*iterators[: match.loop], *[iterators[match.loop]] * (extra + 1)]
+        new_iterators += iterators[match.loop + 1 :]
+        generic = ir.Operation.create(
+            "linalg.generic",
+            results=[expanded_type],
+            operands=[*match.sources, init],
+            attributes={
+                "indexing_maps": ir.ArrayAttr.get(
+                    [_expanded_map(m, match.loop, extra, rank) for m in maps if m is not None]
+                ),
+                "iterator_types": ir.ArrayAttr.get(new_iterators),
+                "operandSegmentSizes": ir.DenseI32ArrayAttr.get([len(match.sources), 1]),
+            },
+            regions=1,
+        )
+        _move_body(op, generic)
+    match.expand.results[0].replace_all_uses_with(generic.results[0])
+    # Erased: the old op, its expand_shape and init, and what only they used.
+    dead = [defining_op(v) for v in list(op.operands)[: len(match.sources)]]
+    dead += [defining_op(v) for v in match.init.operands]
+    match.expand.erase()
+    op.erase()
+    match.init.erase()
+    for owner in dead:
+        removable = owner is not None and owner.name in ("tensor.collapse_shape", "tensor.empty")
+        if removable and owner is not None and not list(owner.results[0].uses):
+            owner.erase()
