@@ -114,6 +114,8 @@ def _schedule(group: GroupPlan) -> str:
         )
         if tiles > 1:
             text = f"{tiles} outer tiles x {text}"
+    elif group.outer:  # two outer loops
+        text = " x ".join(str(trips) for _, trips in group.outer) + " outer tiles"
     elif group.trips > 1:
         text = f"{group.trips} outer tiles"
     else:

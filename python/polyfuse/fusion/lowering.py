@@ -5,7 +5,8 @@ in the scratchpad and the outer tile. A group becomes
 
     accel.alloc of every internal storage's slice (bytes 0..R of the scratchpad)
     fill the border of internal padded storages (vector unit)
-    affine.for over the outer tiles of the shared dimension (when tiled)
+    affine.for over the outer tiles of the shared dimension (when tiled; two nested
+    loops for a group tiled along two shared dimensions, `GroupPlan.outer`)
       per operator: its own tile loops (the layer-by-layer search, operands in DRAM
       only), DMAs of DRAM operands into tile buffers above R, compute instructions
       that read and write internal storages in place through iv-dependent views
@@ -135,7 +136,8 @@ class _FusedLowering:
         self.by_op = {operator.op: operator for operator in graph.operators}
         self.spm: dict[int, dict[StorageKey, DramTensor]] = {}
         self.pads: dict[ir.Operation, DramTensor] = {}
-        self.outer_iv: ir.Value | None = None
+        # The open group's outer tile loops' ivs, outer first (None: one trip).
+        self.outer_ivs: list[ir.Value | None] = []
         self.open_group: GroupPlan | None = None
         self.top_down = False  # where the next operator's tiles go (ScratchpadArena)
         self.resident: dict[ir.Value, DramTensor] = {}  # the open group's resident inputs
@@ -309,12 +311,17 @@ class _FusedLowering:
             self._allocate_internal(group)
             self._fill_borders(group)
             self.load_resident(group)
-        if group.trips > 1:
-            loop = affine.AffineForOp(0, group.trips)
+        self.outer_ivs = []
+        for _, trips in group.outer or ((group.outer_tile, group.trips),):
+            if trips <= 1:
+                self.outer_ivs.append(None)
+                continue
+            with self.point:
+                loop = affine.AffineForOp(0, trips)
             with ir.InsertionPoint(loop.body):
                 end = affine.AffineYieldOp([])
             self.point = ir.InsertionPoint(end)  # the group's operators go inside
-            self.outer_iv = loop.induction_variable
+            self.outer_ivs.append(loop.induction_variable)
 
     def _fill_borders(self, group: GroupPlan) -> None:
         for key, whole in self.spm[group.operators[0]].items():
@@ -336,7 +343,7 @@ class _FusedLowering:
     def _close_group(self, group: GroupPlan) -> None:
         assert self.state.entry is not None
         self.point = ir.InsertionPoint(self.state.entry)
-        self.outer_iv = None
+        self.outer_ivs = []
         with self.point:
             self.release(group)
 
@@ -413,9 +420,13 @@ class _FusedLowering:
         ]
         if plan.dummy:
             assert not dram_operands
-        outer: tuple[tuple[ir.Value, int, int], ...] = ()
-        if self.outer_iv is not None and plan.shared_loop is not None:
-            outer = ((self.outer_iv, plan.shared_loop, group.outer_tile),)
+        loops = plan.shared_loops or ((plan.shared_loop,) if plan.shared_loop is not None else ())
+        tiles = [tile for tile, _ in group.outer] or [group.outer_tile]
+        outer = tuple(
+            (iv, loop, step)
+            for iv, loop, step in zip(self.outer_ivs, loops, tiles, strict=False)
+            if iv is not None
+        )
         nest = TileNest(plan.extents, tile, tiling.order, op.location, outer)
         trips = tiling.trips(plan.extents)
         for position, item in enumerate(dram_operands):

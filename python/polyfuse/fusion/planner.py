@@ -32,6 +32,7 @@ moves.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -64,6 +65,9 @@ MAX_GROUP_SMALL_OPERATORS = 12
 SMALL_OPERATOR_ITERATIONS = 4096
 CAPACITY_STEPS = 64  # inner capacities are rounded down to 1/64 of the scratchpad
 TILE_CANDIDATES = 5  # largest outer tiles tried per shared dimension
+# Nested outer loops a group may have, each along a shared dimension (two: one head of
+# one image of attention at batch 8, when no slice along batch or heads alone fits).
+MAX_OUTER_LOOPS = 2
 # A group is split into its operators only when their estimates add up to less than
 # this fraction of the group's: the estimate adds a group's operators end to end, but
 # decoupled engines overlap them, so it overstates groups of single-buffered operators
@@ -76,7 +80,7 @@ class OperatorPlan:
     """How one operator of a group runs: its loop on the shared dim, its tiling."""
 
     extents: tuple[int, ...]
-    shared_loop: int | None
+    shared_loop: int | None  # its loop of the group's (outermost) shared dimension
     tiling: Tiling
     dummy: bool  # the tiling problem had no DRAM operand (see `operator_problem`)
     bytes: int
@@ -88,6 +92,9 @@ class OperatorPlan:
     # offsets[l] + [0, extents[l]). None: every loop starts at 0.
     offsets: tuple[int, ...] | None = None
     cycles: float = 0.0  # estimated, once tiled for speed (`overlap.schedule_operator`)
+    # Its loops of a group tiled along two shared dimensions (`GroupPlan.outer`), outer
+    # first; empty when the group has one outer loop at most (`shared_loop`).
+    shared_loops: tuple[int, ...] = ()
 
 
 @dataclass
@@ -96,7 +103,7 @@ class GroupPlan:
     internal: set[StorageKey]
     slice_shapes: dict[StorageKey, tuple[int, ...]]
     outer_tile: int  # along the shared dimension (its extent when not tiled)
-    trips: int
+    trips: int  # outer tiles in all
     resident_elements: int  # scratchpad elements held for the whole group
     plans: dict[int, OperatorPlan] = field(default_factory=dict)
     # DRAM inputs loaded once into the scratchpad after the internal storages and kept
@@ -108,6 +115,9 @@ class GroupPlan:
     # (`carry.py`). Both whole, both counted in `resident_elements`.
     carry_in: StorageKey | None = None
     carry_out: StorageKey | None = None
+    # Tiled along two shared dimensions: (tile, trips) of each outer loop, outer first
+    # (attention over batch x heads when no slice of one dimension fits); else empty.
+    outer: tuple[tuple[int, int], ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -316,23 +326,29 @@ def _plan_group(
 ) -> tuple[GroupPlan | None, int]:
     """The cheapest way to run `members` as one group (None if nothing fits) and the
     fewest resident elements any candidate needed (to stop growing the group).
-    `carried`: the storages it finds in and leaves in the scratchpad (`carry.py`)."""
+    `carried`: the storages it finds in and leaves in the scratchpad (`carry.py`).
+
+    Candidates: everything whole, or an outer loop along one shared dimension (its
+    largest divisor tiles). When none of these fits, two nested outer loops: one
+    shared dimension a slice at a time, another in tiles (attention at batch 8: one
+    head of one image)."""
     member_set = set(members)
     internal = _internal(graph, member_set)
     whole = held_whole(graph, carried, internal)
     if whole is None:
         return None, 0
     on_chip, held_carried = whole
-    candidates: list[tuple[dict[int, int] | None, int]] = [(None, 0)]
-    if internal:
-        for dimension in memo.shared_dimensions(graph, members, internal):
-            extent = graph.operators[members[0]].generic.extents[dimension[members[0]]]
-            divisors = [d for d in range(1, extent) if extent % d == 0]
-            for tile in sorted(divisors, reverse=True)[:TILE_CANDIDATES]:
-                candidates.append((dimension, tile))
-    best: GroupPlan | None = None
+    dimensions = memo.shared_dimensions(graph, members, internal) if internal else []
+
+    def tiles(dimension: dict[int, int]) -> list[int]:
+        extent = graph.operators[members[0]].generic.extents[dimension[members[0]]]
+        divisors = [d for d in range(1, extent) if extent % d == 0]
+        return sorted(divisors, reverse=True)[:TILE_CANDIDATES]
+
+    singles: list[_Outer] = [[]]
+    singles += [[(dimension, tile)] for dimension in dimensions for tile in tiles(dimension)]
     least_resident = spm_elements + 1
-    if internal and len(candidates) == 1:
+    if internal and not dimensions:
         # No shared dimension yet, but a later operator may connect one (a reduction's
         # result read back by the next operator, as softmax's max is): growing the group
         # stops only when even slices one element thick along a dimension cannot fit.
@@ -340,64 +356,112 @@ def _plan_group(
             padded(graph.storages[key].elements // max(graph.storages[key].shape))
             for key in internal
         )
-    for shared, tile in candidates:
-        dims = _storage_dims(graph, members, internal, shared) if shared else {}
+    best, least = _best_candidate(
+        graph, members, (internal, on_chip, held_carried), singles, spm_elements, memo
+    )
+    least_resident = min(least_resident, least)
+    if best is None and len(dimensions) > 1 and MAX_OUTER_LOOPS > 1:
+        pairs: list[_Outer] = [
+            [(first, 1), (second, tile)]
+            for first in dimensions
+            for second in dimensions
+            if first is not second
+            for tile in tiles(second)
+        ]
+        best, least = _best_candidate(
+            graph, members, (internal, on_chip, held_carried), pairs, spm_elements, memo
+        )
+        least_resident = min(least_resident, least)
+    if best is not None:
+        best.carry_in, best.carry_out = carried
+    return best, least_resident
+
+
+# Outer loops of a candidate: (shared dimension, tile) each, outermost first.
+_Outer = list[tuple[dict[int, int], int]]
+
+
+def _best_candidate(
+    graph: OperatorGraph,
+    members: list[int],
+    storages: tuple[set[StorageKey], set[StorageKey], int],
+    candidates: list[_Outer],
+    spm_elements: int,
+    memo: _Memo,
+) -> tuple[GroupPlan | None, int]:
+    """The cheapest of `candidates` (outer loops) that fits, and the fewest resident
+    elements any of them needed. `storages`: the internal storages, the storages on
+    chip whole (carried) and the elements those take."""
+    internal, on_chip, held_carried = storages
+    best: GroupPlan | None = None
+    least_resident = spm_elements + 1
+    first = graph.operators[members[0]]
+    for outer in candidates:
+        dims = [_storage_dims(graph, members, internal, shared) for shared, _ in outer]
         slices: dict[StorageKey, tuple[int, ...]] = {}
         for key in internal:
             shape = list(graph.storages[key].shape)
-            if shared is not None:
-                if key not in dims:
-                    break
-                shape[dims[key]] = tile
+            if any(key not in d for d in dims):
+                break
+            for d, (_, tile) in zip(dims, outer, strict=True):
+                shape[d[key]] = tile
             slices[key] = tuple(shape)
         else:
             resident = sum(padded(_product(s)) for s in slices.values()) + held_carried
             least_resident = min(least_resident, resident)
             if resident >= spm_elements:
                 continue
-            trips = 1
-            if shared is not None:
-                first = graph.operators[members[0]]
-                trips = first.generic.extents[shared[members[0]]] // tile
+            loops = [
+                (shared, tile, first.generic.extents[shared[members[0]]] // tile)
+                for shared, tile in outer
+            ]
             # Inputs every outer tile reads whole, or several members read: load once?
-            candidates_kept = {
-                value: entry
-                for value, entry in resident_candidates(graph, members, shared).items()
-                if entry[0] not in on_chip
-            }
-            choices = resident_choices(candidates_kept, spm_elements - resident)
+            candidates_kept = _unchanged_by(
+                [resident_candidates(graph, members, shared) for shared, _ in outer]
+                or [resident_candidates(graph, members, None)]
+            )
+            choices = resident_choices(
+                {v: e for v, e in candidates_kept.items() if e[0] not in on_chip},
+                spm_elements - resident,
+            )
             for kept in choices:
                 group = _plan_candidate(
                     graph,
                     members,
                     (internal, slices, resident, on_chip),
-                    (shared, tile, trips),
+                    loops,
                     kept,
                     spm_elements,
                     memo.tilings,
                 )
                 if group is not None and (best is None or group.bytes < best.bytes):
                     best = group
-    if best is not None:
-        best.carry_in, best.carry_out = carried
     return best, least_resident
+
+
+def _unchanged_by(candidates: list[Resident]) -> Resident:
+    """The resident candidates every outer loop leaves unchanged (in all of them)."""
+    kept = candidates[0]
+    for other in candidates[1:]:
+        kept = {value: entry for value, entry in kept.items() if value in other}
+    return kept
 
 
 def _plan_candidate(
     graph: OperatorGraph,
     members: list[int],
     storages: tuple[set[StorageKey], dict[StorageKey, tuple[int, ...]], int, set[StorageKey]],
-    outer: tuple[dict[int, int] | None, int, int],
+    outer: list[tuple[dict[int, int], int, int]],
     kept: Resident,
     spm_elements: int,
     searched: dict[TilingProblem, Tiling | None],
 ) -> GroupPlan | None:
     """One candidate of `_plan_group`: internal storages (their slices and the carried
-    storages taking `held` elements), the outer loop (shared dimension, tile, trips) and
-    the resident inputs; every operator at its least-traffic tiling in the scratchpad
-    left (None if a tile does not fit)."""
+    storages taking `held` elements), the outer loops (shared dimension, tile, trips
+    each; none, one or two) and the resident inputs; every operator at its
+    least-traffic tiling in the scratchpad left (None if a tile does not fit)."""
     internal, slices, held, carried = storages
-    shared, tile, trips = outer
+    trips = math.prod(loop_trips for _, _, loop_trips in outer)
     held += sum(padded(elements) for _, elements in kept.values())
     if held >= spm_elements:
         return None
@@ -406,14 +470,16 @@ def _plan_candidate(
     on_chip = internal | carried | {key for key, _ in kept.values()}
     loads = first_loads(graph, members, kept)
     group = GroupPlan(
-        members, internal, slices, tile if shared else 0, trips, held, resident=dict(kept)
+        members, internal, slices, outer[0][1] if outer else 0, trips, held, resident=dict(kept)
     )
+    if len(outer) > 1:
+        group.outer = tuple((tile, loop_trips) for _, tile, loop_trips in outer)
     for index in members:
         operator = graph.operators[index]
         extents = list(operator.generic.extents)
-        loop = shared[index] if shared is not None else None
-        if loop is not None:
-            extents[loop] = tile
+        for shared, tile, _ in outer:
+            extents[shared[index]] = tile
+        loop = outer[0][0][index] if outer else None
         problem, dummy = operator_problem(operator, on_chip, tuple(extents), capacity)
         tiling = search_cached(problem, searched)
         if tiling is None:
@@ -428,6 +494,7 @@ def _plan_candidate(
             (traffic * trips + preload) * 4,
             problem=problem,
             capacity=capacity,
+            shared_loops=tuple(shared[index] for shared, _, _ in outer) if len(outer) > 1 else (),
         )
     return group
 

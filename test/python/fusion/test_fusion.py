@@ -169,6 +169,38 @@ def test_attention_fuses_per_head_through_reshapes() -> None:
     assert fused.report.dram_bytes == 4 * tensor + 2 * tensor
 
 
+def test_attention_over_batch_and_heads_fuses_one_head_of_one_image_at_a_time() -> None:
+    # Two images: the batched matmuls run over batch x heads as one merged loop, which
+    # polyfuse-expand-batch-reshapes splits back into two. One image's heads (4 x 64 x
+    # 64 scores, several copies) do not fit 192 KiB, nor one head of both images; one
+    # head of one image does. The group runs under two outer loops (2 x 4 tiles) and
+    # reads q, k, v and writes the context exactly once, as at batch 1.
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 64, 64) for _ in range(3))
+    layered, fused = _compile_and_check(Attention().eval(), [q, k, v], edge_like(196608))
+    assert fused.report is not None and layered.report is not None
+    (group,) = fused.fusion_plans[0].groups
+    assert group.outer == ((1, 2), (1, 4))
+    tensor = 2 * 64 * 64 * 4
+    assert fused.fusion_plans[0].predicted_bytes == 4 * tensor
+    assert fused.report.dram_bytes == 4 * tensor + 2 * tensor
+
+
+def test_a_group_tiles_two_shared_dimensions_when_no_slice_of_one_fits() -> None:
+    # A 1x1 convolution with bias and ReLU over four images: a slice along any one
+    # shared dimension of the bias broadcast and the output takes the whole 32 KiB; one
+    # row of one image does not. Every tensor moves once.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 64, 1), torch.nn.ReLU()).eval()
+    x = torch.randn(4, 8, 32, 32)
+    _, fused = _compile_and_check(model, [x], edge_like(32768), traffic_first=True)
+    assert fused.report is not None
+    (group,) = fused.fusion_plans[0].groups
+    assert len(group.outer) == 2 and group.trips > 4
+    compulsory = 4 * 8 * 32 * 32 + 64 * 8 + 64 + 4 * 64 * 32 * 32
+    assert fused.report.dram_bytes == 4 * compulsory
+
+
 class LinearReLU(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
