@@ -50,7 +50,7 @@ from polyfuse.fusion import lower_module_fused
 from polyfuse.fusion.affine_baseline import affine_baseline_bytes
 from polyfuse.fusion.breakdown import traffic_split
 from polyfuse.models import SMALL, ZOO, get_model
-from polyfuse.passes.expand_batch_reshapes import ExpandBatchReshapes
+from polyfuse.passes.fold_reshapes import FoldReshapes
 from polyfuse.passes.lower_to_accel import lower_module
 from polyfuse.runtime.emulator import set_num_threads
 from polyfuse.runtime.serialize import serialize
@@ -105,7 +105,7 @@ def measure(
         start = time.perf_counter()
         run_upstream(imported.module, UPSTREAM_PIPELINE)
         fold_weight_layouts(imported.module, imported.weights)
-        ExpandBatchReshapes().run(imported.module.operation)
+        FoldReshapes().run(imported.module.operation)
         generalize_s = time.perf_counter() - start
     affine: dict[int, int | None] = {}
     affine_errors: dict[int, str] = {}

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from polyfuse.pass_base import ModulePass
 from polyfuse.passes.dump_poly import DumpPoly
-from polyfuse.passes.expand_batch_reshapes import ExpandBatchReshapes
+from polyfuse.passes.fold_reshapes import FoldReshapes
 from polyfuse.passes.lower_to_accel import LowerToAccel
 from polyfuse.passes.verify_accel import VerifyAccel
 
 _PASSES: list[type[ModulePass]] = [
     DumpPoly,
-    ExpandBatchReshapes,
+    FoldReshapes,
     LowerToAccel,
     VerifyAccel,
 ]

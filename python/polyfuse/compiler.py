@@ -4,8 +4,8 @@
 
     import      torch.export + torch-mlir FX importer → linalg on tensors
     generalize  upstream: linalg-generalize-named-ops, canonicalize, cse; weight layout
-                folding; polyfuse-expand-batch-reshapes (batched matmuls over batch x
-                heads as two loops, not one merged)
+                folding; polyfuse-fold-reshapes (reshapes moved out of the way of
+                fusion: attention over batch x heads, elementwise ops between reshapes)
     lower       polyfuse-lower-to-accel (layer by layer)
     verify      polyfuse-verify-accel
     serialize   accel → the emulator's instruction table
@@ -32,7 +32,7 @@ from polyfuse.frontend.weight_layouts import fold_weight_layouts
 from polyfuse.lowering.allocator import allocate_module
 from polyfuse.lowering.contraction_embedding import EMBEDDINGS
 from polyfuse.lowering.layer_by_layer import OperatorRecord
-from polyfuse.passes.expand_batch_reshapes import ExpandBatchReshapes
+from polyfuse.passes.fold_reshapes import FoldReshapes
 from polyfuse.passes.lower_to_accel import lower_module
 from polyfuse.report import Report
 from polyfuse.runtime.emulator import execute, machine_params
@@ -47,7 +47,7 @@ def pipeline_text(target: str = "edge", buffers: int = 1, embedding: str = "csp"
     options = f"target={target}" + (f" buffers={buffers}" if buffers != 1 else "")
     options += f" embedding={embedding}" if embedding != "csp" else ""
     return (
-        f"builtin.module({UPSTREAM_PIPELINE},polyfuse-expand-batch-reshapes,"
+        f"builtin.module({UPSTREAM_PIPELINE},polyfuse-fold-reshapes,"
         f"polyfuse-lower-to-accel{{{options}}},"
         "polyfuse-verify-accel)"
     )
@@ -198,7 +198,7 @@ def compile(
         start = time.perf_counter()
         run_upstream(module, UPSTREAM_PIPELINE)
         fold_weight_layouts(module, imported.weights)  # weight transposes become weights
-        ExpandBatchReshapes().run(module.operation)  # attention over batch x heads
+        FoldReshapes().run(module.operation)  # reshapes out of fusion's way
         seconds["generalize"] = time.perf_counter() - start
         snapshot("generalize", module)
 

@@ -171,7 +171,7 @@ def test_attention_fuses_per_head_through_reshapes() -> None:
 
 def test_attention_over_batch_and_heads_fuses_one_head_of_one_image_at_a_time() -> None:
     # Two images: the batched matmuls run over batch x heads as one merged loop, which
-    # polyfuse-expand-batch-reshapes splits back into two. One image's heads (4 x 64 x
+    # polyfuse-fold-reshapes splits back into two. One image's heads (4 x 64 x
     # 64 scores, several copies) do not fit 192 KiB, nor one head of both images; one
     # head of one image does. The group runs under two outer loops (2 x 4 tiles) and
     # reads q, k, v and writes the context exactly once, as at batch 1.

@@ -1,29 +1,35 @@
-"""polyfuse-expand-batch-reshapes: run batched operators over the dims a reshape merged.
+"""polyfuse-fold-reshapes: fold reshapes into the operators between them.
 
-torch-mlir lowers a batched matmul of 4-d tensors (attention's `q @ k.T` over batch x
-heads) to a `linalg.batch_matmul` of 3-d tensors: the operands are collapsed, batch and
-heads merged into one dim, and the result is expanded back:
+torch-mlir surrounds operators with `tensor.collapse_shape` / `tensor.expand_shape`
+where PyTorch reshapes, and a view that splits or merges a storage's dims blocks the
+fusion planner from tiling along them (docs/fusion.md, "Merged loops"). As MLIR's
+reshape propagation does (`linalg-fuse-elementwise-ops`' reshape patterns, not exposed
+alone), this pass moves two kinds of reshape out of the way; the values computed are the
+same.
 
-    %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<8x12x128x64xf32> into tensor<96x128x64xf32>
-    %k3 = tensor.collapse_shape %k [[0, 1], [2], [3]] : tensor<8x12x64x128xf32> into tensor<96x64x128xf32>
-    %s3 = linalg.generic {maps (b, m, n, k) -> (b, m, k), (b, k, n), (b, m, n)} ins(%q3, %k3) outs(%fill3)
-    %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] : tensor<96x128x128xf32> into tensor<8x12x128x128xf32>
+1. *Batched contractions over merged batch dims run over the dims.* A batched matmul of
+   4-d tensors (attention's `q @ k.T` over batch x heads) is lowered to 3-d tensors:
 
-A merged loop indexes its storages through a quotient and a remainder, so the fusion
-planner cannot tile the attention by whole heads (docs/fusion.md, "Merged loops"). This
-pass runs such an operator over the unmerged dims instead, on the uncollapsed tensors,
-as MLIR's reshape propagation by expansion does (`linalg-fuse-elementwise-ops`' reshape
-patterns, not exposed alone):
+       %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<8x12x128x64xf32> into tensor<96x128x64xf32>
+       %k3 = tensor.collapse_shape %k [[0, 1], [2], [3]] : tensor<8x12x64x128xf32> into tensor<96x64x128xf32>
+       %s3 = linalg.generic {maps (b, m, n, k) -> (b, m, k), (b, k, n), (b, m, n)} ins(%q3, %k3) outs(%fill3)
+       %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] : tensor<96x128x128xf32> into tensor<8x12x128x128xf32>
 
-    %s = linalg.generic {maps (b, h, m, n, k) -> (b, h, m, k), (b, h, k, n), (b, h, m, n)}
-             ins(%q, %k) outs(%fill)
+   becomes `linalg.generic {maps (b, h, m, n, k) -> (b, h, m, k), (b, h, k, n), (b, h, m,
+   n)} ins(%q, %k) outs(%fill)`. Rewritten: a generic whose indexing maps are projected
+   permutations, whose inputs all come from collapse_shapes merging the same leading
+   dims (sizes equal) into their dim 0, indexed by one parallel loop that indexes
+   nothing else, whose init is a scalar fill (a generic yielding its scalar input) or a
+   `tensor.empty` used only by it, and whose one result is only used by an
+   expand_shape splitting dim 0 back into the same sizes.
 
-Rewritten: a `linalg.generic` whose every indexing map is a projected permutation, whose
-inputs all come from `tensor.collapse_shape`s merging the same leading dims (sizes
-equal) into their dim 0, indexed by one parallel loop that indexes nothing else, whose
-init is a scalar fill (a `linalg.generic` yielding its scalar input) or a
-`tensor.empty`, and whose one result is only used by a `tensor.expand_shape` splitting
-dim 0 back into the same sizes. The results are the same values; nothing else changes.
+2. *Elementwise operators between an expand and a collapse run on the collapsed shape.*
+   BERT's GELU at batch 8 reads `tensor.expand_shape %h [[0, 1], [2]] : tensor<1024x3072xf32>
+   into tensor<8x128x3072xf32>` and its result is collapsed back for the next linear
+   layer; it runs on the 1024 x 3072 tensor instead. Rewritten: a generic with all loops
+   parallel and identity indexing maps, every input an expand_shape result with the same
+   reassociation and source shape, a `tensor.empty` init used only by it, and one result
+   used only by collapse_shapes with that reassociation.
 """
 
 from __future__ import annotations
@@ -40,31 +46,37 @@ PARALLEL = "#linalg.iterator_type<parallel>"
 
 
 @dataclasses.dataclass(frozen=True)
-class ExpandBatchReshapes(ModulePass):
-    """Run batched operators over the batch dims a collapse_shape merged (attention)."""
+class FoldReshapes(ModulePass):
+    """Fold reshapes into the operators between them (attention, GELU at batch > 1)."""
 
-    name: ClassVar[str] = "polyfuse-expand-batch-reshapes"
+    name: ClassVar[str] = "polyfuse-fold-reshapes"
 
     def run(self, module: ir.Operation) -> None:
-        expand_batch_reshapes(module)
+        fold_reshapes(module)
 
 
-def expand_batch_reshapes(module: ir.Operation) -> int:
+def fold_reshapes(module: ir.Operation) -> int:
     """Rewrite every matching generic in `module` (see the module docstring); returns
     how many were rewritten."""
-    found: list[tuple[ir.Operation, _Match]] = []
+    batched: list[tuple[ir.Operation, _Match]] = []
+    elementwise: list[tuple[ir.Operation, list[ir.Operation]]] = []
 
     def visit(op: ir.Operation) -> ir.WalkResult:
         if op.name == "linalg.generic":
             match = _match(op)
             if match is not None:
-                found.append((op, match))
+                batched.append((op, match))
+            collapses = _match_elementwise(op)
+            if collapses is not None:
+                elementwise.append((op, collapses))
         return ir.WalkResult.ADVANCE
 
     module.walk(visit)
-    for op, match in found:
+    for op, match in batched:
         _rewrite(op, match)
-    return len(found)
+    for op, collapses in elementwise:
+        _rewrite_elementwise(op, collapses)
+    return len(batched) + len(elementwise)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,3 +252,75 @@ def _rewrite(op: ir.Operation, match: _Match) -> None:
         removable = owner is not None and owner.name in ("tensor.collapse_shape", "tensor.empty")
         if removable and owner is not None and not list(owner.results[0].uses):
             owner.erase()
+
+
+def _match_elementwise(op: ir.Operation) -> list[ir.Operation] | None:
+    """The collapse_shapes of an elementwise `op` between expands and collapses of one
+    reassociation (pattern 2 of the module docstring), or None."""
+    segments = ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"])
+    inputs, outputs = segments[0], segments[1]
+    if outputs != 1 or inputs < 1 or len(op.results) != 1:
+        return None
+    iterators = [str(t) for t in ir.ArrayAttr(op.attributes["iterator_types"])]
+    rank = len(iterators)
+    identity = ir.AffineMap.get_identity(rank, context=op.context)
+    maps = [ir.AffineMapAttr(m).value for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
+    if any(t != PARALLEL for t in iterators) or any(m != identity for m in maps):
+        return None
+    expands = [defining_op(v) for v in list(op.operands)[:inputs]]
+    if any(e is None or e.name != "tensor.expand_shape" for e in expands):
+        return None
+    first = expands[0]
+    assert first is not None
+    groups = _reassociation(first)
+    if all(len(group) == 1 for group in groups):
+        return None
+    source = first.operands[0].type
+    for expand in expands:
+        assert expand is not None
+        if _reassociation(expand) != groups or expand.operands[0].type != source:
+            return None
+    init = defining_op(op.operands[inputs])
+    if init is None or init.name != "tensor.empty" or len(list(init.results[0].uses)) != 1:
+        return None
+    collapses = []
+    for use in op.results[0].uses:
+        owner = use.owner
+        owner = owner.operation if isinstance(owner, ir.OpView) else owner
+        if owner.name != "tensor.collapse_shape" or _reassociation(owner) != groups:
+            return None
+        collapses.append(owner)
+    return collapses or None
+
+
+def _rewrite_elementwise(op: ir.Operation, collapses: list[ir.Operation]) -> None:
+    inputs = ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"])[0]
+    expands = [defining_op(v) for v in list(op.operands)[:inputs]]
+    sources = [e.operands[0] for e in expands if e is not None]
+    collapsed_type = collapses[0].results[0].type
+    rank = len(ir.RankedTensorType(collapsed_type).shape)
+    with ir.InsertionPoint(op), op.location:
+        empty = ir.Operation.create("tensor.empty", results=[collapsed_type])
+        identity = ir.AffineMapAttr.get(ir.AffineMap.get_identity(rank))
+        generic = ir.Operation.create(
+            "linalg.generic",
+            results=[collapsed_type],
+            operands=[*sources, empty.results[0]],
+            attributes={
+                "indexing_maps": ir.ArrayAttr.get([identity] * (inputs + 1)),
+                "iterator_types": ir.ArrayAttr.get([ir.Attribute.parse(PARALLEL)] * rank),
+                "operandSegmentSizes": ir.DenseI32ArrayAttr.get([inputs, 1]),
+            },
+            regions=1,
+        )
+        _move_body(op, generic)
+    for collapse in collapses:
+        collapse.results[0].replace_all_uses_with(generic.results[0])
+        collapse.erase()
+    init = defining_op(op.operands[inputs])
+    op.erase()
+    if init is not None:
+        init.erase()
+    for expand in expands:
+        if expand is not None and not list(expand.results[0].uses):
+            expand.erase()

@@ -1,4 +1,4 @@
-// RUN: polyfuse-opt %s --split-input-file --pass-pipeline='builtin.module(polyfuse-expand-batch-reshapes)' | filecheck %s
+// RUN: polyfuse-opt %s --split-input-file --pass-pipeline='builtin.module(polyfuse-fold-reshapes)' | filecheck %s
 
 // A batched matmul over batch x heads merged by collapse_shape (attention's q @ k.T as
 // torch-mlir lowers it) runs over the two dims instead, on the uncollapsed tensors; its
@@ -57,4 +57,30 @@ func.func @merged_use(%q: tensor<2x3x4x5xf32>, %k: tensor<6x5x4xf32>, %init: ten
     linalg.yield %s : f32
   } -> tensor<6x4x4xf32>
   return %s3 : tensor<6x4x4xf32>
+}
+
+// -----
+
+// An elementwise operator between an expand_shape and a collapse_shape of the same
+// reassociation (BERT's GELU at batch > 1) runs on the collapsed shape.
+
+// CHECK-LABEL: func.func @gelu_like
+// CHECK-NOT: tensor.expand_shape
+// CHECK: %[[EMPTY:.*]] = tensor.empty() : tensor<6x5xf32>
+// CHECK: %[[Y:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel"]} ins(%arg0 : tensor<6x5xf32>) outs(%[[EMPTY]] : tensor<6x5xf32>)
+// CHECK: math.tanh
+// CHECK-NOT: tensor.collapse_shape
+// CHECK: return %[[Y]] : tensor<6x5xf32>
+
+#id3 = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
+func.func @gelu_like(%h: tensor<6x5xf32>) -> tensor<6x5xf32> {
+  %h3 = tensor.expand_shape %h [[0, 1], [2]] output_shape [2, 3, 5] : tensor<6x5xf32> into tensor<2x3x5xf32>
+  %empty = tensor.empty() : tensor<2x3x5xf32>
+  %y3 = linalg.generic {indexing_maps = [#id3, #id3], iterator_types = ["parallel", "parallel", "parallel"]} ins(%h3 : tensor<2x3x5xf32>) outs(%empty : tensor<2x3x5xf32>) {
+  ^bb0(%in: f32, %o: f32):
+    %t = math.tanh %in : f32
+    linalg.yield %t : f32
+  } -> tensor<2x3x5xf32>
+  %y = tensor.collapse_shape %y3 [[0, 1], [2]] : tensor<2x3x5xf32> into tensor<6x5xf32>
+  return %y : tensor<6x5xf32>
 }
