@@ -63,7 +63,7 @@ def fold_reshapes(module: ir.Operation) -> int:
 
     def visit(op: ir.Operation) -> ir.WalkResult:
         if op.name == "linalg.generic":
-            match = _match(op)
+            match = _match_batched(op)
             if match is not None:
                 batched.append((op, match))
             collapses = _match_elementwise(op)
@@ -73,7 +73,7 @@ def fold_reshapes(module: ir.Operation) -> int:
 
     module.walk(visit)
     for op, match in batched:
-        _rewrite(op, match)
+        _rewrite_batched(op, match)
     for op, collapses in elementwise:
         _rewrite_elementwise(op, collapses)
     return len(batched) + len(elementwise)
@@ -125,16 +125,16 @@ def _is_scalar_fill(op: ir.Operation) -> bool:
     return len(operations) == 1 and operations[0].operands[0] == body.arguments[0]
 
 
-def _match(op: ir.Operation) -> _Match | None:
+def _match_batched(op: ir.Operation) -> _Match | None:
+    """What rewriting `op` needs, if it is pattern 1 of the module docstring."""
     segments = ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"])
     inputs, outputs = segments[0], segments[1]
     if outputs != 1 or inputs < 1 or len(op.results) != 1:
         return None
     maps = [_dims(m) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
-    if any(m is None or not m for m in maps):
+    dims = [m for m in maps if m]
+    if len(dims) != len(maps):  # a map that is not a projected permutation, or rank 0
         return None
-    assert all(m is not None for m in maps)
-    dims = [m for m in maps if m is not None]
     loop = dims[-1][0]
     iterators = [str(t) for t in ir.ArrayAttr(op.attributes["iterator_types"])]
     if iterators[loop] != PARALLEL:
@@ -192,7 +192,8 @@ def _move_body(source: ir.Operation, target: ir.Operation) -> None:
         new.append(body_op.operation)
 
 
-def _rewrite(op: ir.Operation, match: _Match) -> None:
+def _rewrite_batched(op: ir.Operation, match: _Match) -> None:
+    """Replace `op` by the generic over the unmerged dims (pattern 1)."""
     expanded_type = match.expand.results[0].type
     element = ir.RankedTensorType(expanded_type).element_type
     shape = ir.RankedTensorType(expanded_type).shape
