@@ -39,6 +39,7 @@ from polyfuse.fusion.graph import (
 )
 from polyfuse.fusion.halo import HaloGroupPlan, shift_access
 from polyfuse.fusion.halo_lowering import lower_halo_member
+from polyfuse.fusion.input_pads import copy_padded_inputs
 from polyfuse.fusion.overlap import Overlap
 from polyfuse.fusion.planner import FusionPlan, GroupPlan, OperatorPlan, plan_fusion
 from polyfuse.lowering import layer_by_layer as lbl
@@ -87,6 +88,7 @@ def lower_function_fused(
     `overlap` (see `overlap.py`): buffer copies and the contraction embedding; without
     it every tile is single-buffered and contractions use `plan_issue`. `halo`: see
     `plan_fusion`."""
+    copy_padded_inputs(func_op)  # padded inputs built on chip where that fuses
     graph = build_graph(func_op)
     plan = plan_fusion(graph, target.scratchpad_bytes, overlap, halo)
     plan.traffic = group_traffic(graph, plan)
