@@ -1,1 +1,2 @@
-"""Test support: random networks and targets, the fuzz case runner, determinism checks."""
+"""Test support: random networks and targets, shared small modules, the fuzz case runner,
+determinism checks."""

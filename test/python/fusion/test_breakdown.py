@@ -11,21 +11,10 @@ from polyfuse.fusion import lowering as fused_lowering
 from polyfuse.fusion import planner
 from polyfuse.fusion.breakdown import TrafficSplit, traffic_split
 from polyfuse.report import format_fusion_groups
+from polyfuse.testing.modules import SkipOverAMatmul
 from polyfuse.testing.targets import edge_like
 
 TARGET = edge_like(65536)
-
-
-class SkipOverAMatmul(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = torch.nn.Parameter(torch.randn(32, 128))
-        self.second = torch.nn.Parameter(torch.randn(128, 16))
-        self.third = torch.nn.Parameter(torch.randn(16, 128))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x @ self.first
-        return (h @ self.second) @ self.third + h
 
 
 class ConvBlock(torch.nn.Module):

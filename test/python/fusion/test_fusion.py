@@ -14,6 +14,7 @@ from polyfuse.compiler import CompiledModel
 from polyfuse.fusion import planner
 from polyfuse.fusion.halo import HaloGroupPlan
 from polyfuse.models import get_model
+from polyfuse.testing.modules import SkipOverAMatmul
 from polyfuse.testing.targets import edge_like
 
 TARGET = edge_like(65536)  # hand-countable traffic under a small scratchpad
@@ -276,20 +277,6 @@ class TwoMatmuls(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x @ self.first) @ self.second
-
-
-class SkipOverAMatmul(torch.nn.Module):
-    """h = x W1; out = (h W2) W3 + h: h is read again two matmuls later."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.first = torch.nn.Parameter(torch.randn(32, 128))
-        self.second = torch.nn.Parameter(torch.randn(128, 16))
-        self.third = torch.nn.Parameter(torch.randn(16, 128))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x @ self.first
-        return (h @ self.second) @ self.third + h
 
 
 def _one_large_operator_per_group(
