@@ -38,6 +38,7 @@ import dataclasses
 from typing import ClassVar
 
 from torch_mlir import ir
+from torch_mlir.dialects import linalg, tensor
 
 from polyfuse.analysis.operators import defining_op
 from polyfuse.pass_base import ModulePass
@@ -192,56 +193,55 @@ def _move_body(source: ir.Operation, target: ir.Operation) -> None:
         new.append(body_op.operation)
 
 
+def _generic_like(
+    source: ir.Operation,
+    result: ir.Type,
+    inputs: list[ir.Value],
+    init: ir.Value,
+    maps: list[ir.Attribute],
+    iterators: list[ir.Attribute],
+) -> ir.Operation:
+    """A `linalg.generic` with `source`'s body (moved), at the insertion point."""
+    generic = linalg.GenericOp(
+        [result], inputs, [init], ir.ArrayAttr.get(maps), ir.ArrayAttr.get(iterators)
+    ).operation
+    _move_body(source, generic)
+    return generic
+
+
+def _empty(result: ir.Type) -> ir.Value:
+    shaped = ir.RankedTensorType(result)
+    return tensor.EmptyOp(shaped.shape, shaped.element_type).result
+
+
 def _rewrite_batched(op: ir.Operation, match: _Match) -> None:
     """Replace `op` by the generic over the unmerged dims (pattern 1)."""
     expanded_type = match.expand.results[0].type
-    element = ir.RankedTensorType(expanded_type).element_type
-    shape = ir.RankedTensorType(expanded_type).shape
     extra = len(match.sizes) - 1
     with ir.InsertionPoint(op), op.location:
-        empty = ir.Operation.create(
-            "tensor.empty", results=[ir.RankedTensorType.get(shape, element)]
-        )
-        init: ir.Value = empty.results[0]
+        init = _empty(expanded_type)
         if match.init.name == "linalg.generic":  # a scalar fill, on the expanded shape
-            rank = len(shape)
-            fill = ir.Operation.create(
-                "linalg.generic",
-                results=[expanded_type],
-                operands=[match.init.operands[0], init],
-                attributes={
-                    "indexing_maps": ir.ArrayAttr.get(
-                        [
-                            ir.AffineMapAttr.get(ir.AffineMap.get(rank, 0, [])),
-                            ir.AffineMapAttr.get(ir.AffineMap.get_identity(rank)),
-                        ]
-                    ),
-                    "iterator_types": ir.ArrayAttr.get([ir.Attribute.parse(PARALLEL)] * rank),
-                    "operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 1]),
-                },
-                regions=1,
+            rank = len(ir.RankedTensorType(expanded_type).shape)
+            maps = [ir.AffineMap.get(rank, 0, []), ir.AffineMap.get_identity(rank)]
+            parallel = ir.Attribute.parse(PARALLEL)
+            fill = _generic_like(
+                match.init,
+                expanded_type,
+                [match.init.operands[0]],
+                init,
+                [ir.AffineMapAttr.get(m) for m in maps],
+                [parallel] * rank,
             )
-            _move_body(match.init, fill)
             init = fill.results[0]
-        maps = [_dims(m) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
+        dims = [_dims(m) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
         iterators = list(ir.ArrayAttr(op.attributes["iterator_types"]))
         rank = len(iterators)
         new_iterators = [*iterators[: match.loop], *[iterators[match.loop]] * (extra + 1)]
         new_iterators += iterators[match.loop + 1 :]
-        generic = ir.Operation.create(
-            "linalg.generic",
-            results=[expanded_type],
-            operands=[*match.sources, init],
-            attributes={
-                "indexing_maps": ir.ArrayAttr.get(
-                    [_expanded_map(m, match.loop, extra, rank) for m in maps if m is not None]
-                ),
-                "iterator_types": ir.ArrayAttr.get(new_iterators),
-                "operandSegmentSizes": ir.DenseI32ArrayAttr.get([len(match.sources), 1]),
-            },
-            regions=1,
+        new_maps = [_expanded_map(d, match.loop, extra, rank) for d in dims if d is not None]
+        generic = _generic_like(
+            op, expanded_type, list(match.sources), init, new_maps, new_iterators
         )
-        _move_body(op, generic)
     match.expand.results[0].replace_all_uses_with(generic.results[0])
     # Erased: the old op, its expand_shape and init, and what only they used.
     dead = [defining_op(v) for v in list(op.operands)[: len(match.sources)]]
@@ -295,26 +295,22 @@ def _match_elementwise(op: ir.Operation) -> list[ir.Operation] | None:
 
 
 def _rewrite_elementwise(op: ir.Operation, collapses: list[ir.Operation]) -> None:
+    """Replace `op` by the same generic on the collapsed shape (pattern 2)."""
     inputs = ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"])[0]
     expands = [defining_op(v) for v in list(op.operands)[:inputs]]
     sources = [e.operands[0] for e in expands if e is not None]
     collapsed_type = collapses[0].results[0].type
     rank = len(ir.RankedTensorType(collapsed_type).shape)
     with ir.InsertionPoint(op), op.location:
-        empty = ir.Operation.create("tensor.empty", results=[collapsed_type])
         identity = ir.AffineMapAttr.get(ir.AffineMap.get_identity(rank))
-        generic = ir.Operation.create(
-            "linalg.generic",
-            results=[collapsed_type],
-            operands=[*sources, empty.results[0]],
-            attributes={
-                "indexing_maps": ir.ArrayAttr.get([identity] * (inputs + 1)),
-                "iterator_types": ir.ArrayAttr.get([ir.Attribute.parse(PARALLEL)] * rank),
-                "operandSegmentSizes": ir.DenseI32ArrayAttr.get([inputs, 1]),
-            },
-            regions=1,
+        generic = _generic_like(
+            op,
+            collapsed_type,
+            sources,
+            _empty(collapsed_type),
+            [identity] * (inputs + 1),
+            [ir.Attribute.parse(PARALLEL)] * rank,
         )
-        _move_body(op, generic)
     for collapse in collapses:
         collapse.results[0].replace_all_uses_with(generic.results[0])
         collapse.erase()

@@ -20,6 +20,7 @@ fused --groups N` prints the split and the groups that move the most.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -47,26 +48,19 @@ class GroupTraffic:
         return self.bytes - self.own_bytes
 
 
-def _elements(shape: tuple[int, ...]) -> int:
-    count = 1
-    for extent in shape:
-        count *= extent
-    return count
-
-
 def _read_bytes(graph: OperatorGraph, key: StorageKey) -> int:
-    return 4 * _elements(graph.storages[key].shape)
+    return 4 * graph.storages[key].elements
 
 
 def _written_bytes(graph: OperatorGraph, key: StorageKey) -> int:
+    """A padded storage's producer writes its interior only."""
     storage = graph.storages[key]
-    if not storage.low:  # not padded: the whole storage
-        return 4 * _elements(storage.shape)
-    interior = tuple(
+    if not storage.low:
+        return 4 * storage.elements
+    return 4 * math.prod(
         extent - low - high
         for extent, low, high in zip(storage.shape, storage.low, storage.high, strict=True)
     )
-    return 4 * _elements(interior)
 
 
 def own_bytes(graph: OperatorGraph, group: GroupPlan) -> int:

@@ -23,6 +23,7 @@ fused lowering does this (`lower_function_fused`); layer by layer keeps the DMA 
 from __future__ import annotations
 
 from torch_mlir import ir
+from torch_mlir.dialects import linalg, tensor
 
 PARALLEL = "#linalg.iterator_type<parallel>"
 
@@ -39,25 +40,22 @@ def copy_padded_inputs(func_op: ir.Operation) -> int:
     ]
     for pad in pads:
         source = pad.operands[0]
-        tensor = ir.RankedTensorType(source.type)
-        rank = len(tensor.shape)
+        tensor_type = ir.RankedTensorType(source.type)
+        rank = len(tensor_type.shape)
         with ir.InsertionPoint(pad), pad.location:
-            empty = ir.Operation.create("tensor.empty", results=[source.type])
+            empty = tensor.EmptyOp(tensor_type.shape, tensor_type.element_type).result
             identity = ir.AffineMapAttr.get(ir.AffineMap.get_identity(rank))
-            copy = ir.Operation.create(
-                "linalg.generic",
-                results=[source.type],
-                operands=[source, empty.results[0]],
-                attributes={
-                    "indexing_maps": ir.ArrayAttr.get([identity, identity]),
-                    "iterator_types": ir.ArrayAttr.get([ir.Attribute.parse(PARALLEL)] * rank),
-                    "operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 1]),
-                },
-                regions=1,
+            parallel = ir.Attribute.parse(PARALLEL)
+            copy = linalg.GenericOp(
+                [source.type],
+                [source],
+                [empty],
+                ir.ArrayAttr.get([identity, identity]),
+                ir.ArrayAttr.get([parallel] * rank),
             )
-            element = tensor.element_type
+            element = tensor_type.element_type
             body = copy.regions[0].blocks.append(element, element)
             with ir.InsertionPoint(body):
-                ir.Operation.create("linalg.yield", operands=[body.arguments[0]])
-        pad.operands[0] = copy.results[0]
+                linalg.YieldOp([body.arguments[0]])
+        pad.operands[0] = copy.result
     return len(pads)
