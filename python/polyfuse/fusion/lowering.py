@@ -314,7 +314,7 @@ class _FusedLowering:
             self._fill_borders(group)
             self.load_resident(group)
         self.outer_ivs = []
-        for _, trips in group.outer or ((group.outer_tile, group.trips),):
+        for _, trips in group.outer_loops():
             if trips <= 1:
                 self.outer_ivs.append(None)
                 continue
@@ -422,11 +422,11 @@ class _FusedLowering:
         ]
         if plan.dummy:
             assert not dram_operands
-        loops = plan.shared_loops or ((plan.shared_loop,) if plan.shared_loop is not None else ())
-        tiles = [tile for tile, _ in group.outer] or [group.outer_tile]
         outer = tuple(
-            (iv, loop, step)
-            for iv, loop, step in zip(self.outer_ivs, loops, tiles, strict=False)
+            (iv, loop, tile)
+            for iv, loop, (tile, _) in zip(
+                self.outer_ivs, plan.outer_loops(), group.outer_loops(), strict=False
+            )
             if iv is not None
         )
         nest = TileNest(plan.extents, tile, tiling.order, op.location, outer)

@@ -96,6 +96,12 @@ class OperatorPlan:
     # first; empty when the group has one outer loop at most (`shared_loop`).
     shared_loops: tuple[int, ...] = ()
 
+    def outer_loops(self) -> tuple[int, ...]:
+        """Its loops the group's outer tile loops run, outer first (none: not tiled)."""
+        if self.shared_loops:
+            return self.shared_loops
+        return (self.shared_loop,) if self.shared_loop is not None else ()
+
 
 @dataclass
 class GroupPlan:
@@ -122,6 +128,11 @@ class GroupPlan:
     @property
     def bytes(self) -> int:
         return sum(p.bytes for p in self.plans.values())
+
+    def outer_loops(self) -> tuple[tuple[int, int], ...]:
+        """(tile, trips) of each outer tile loop, outer first: `outer`, or the one loop
+        along the shared dimension."""
+        return self.outer or ((self.outer_tile, self.trips),)
 
     def operator_plans(self) -> list[tuple[int, OperatorPlan]]:
         """Every (operator, plan) the lowering emits (a halo group: one per band)."""
@@ -396,6 +407,13 @@ def _best_candidate(
     best: GroupPlan | None = None
     least_resident = spm_elements + 1
     first = graph.operators[members[0]]
+    unchanged: dict[int, Resident] = {}  # id(dimension) -> inputs its outer loop leaves alone
+
+    def kept_across(shared: dict[int, int]) -> Resident:
+        if id(shared) not in unchanged:
+            unchanged[id(shared)] = resident_candidates(graph, members, shared)
+        return unchanged[id(shared)]
+
     for outer in candidates:
         dims = [_storage_dims(graph, members, internal, shared) for shared, _ in outer]
         slices: dict[StorageKey, tuple[int, ...]] = {}
@@ -417,7 +435,7 @@ def _best_candidate(
             ]
             # Inputs every outer tile reads whole, or several members read: load once?
             candidates_kept = _unchanged_by(
-                [resident_candidates(graph, members, shared) for shared, _ in outer]
+                [kept_across(shared) for shared, _ in outer]
                 or [resident_candidates(graph, members, None)]
             )
             choices = resident_choices(

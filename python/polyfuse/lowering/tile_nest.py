@@ -95,12 +95,15 @@ class TileOperand:
     depth: int = 0
     copies: list[ir.Value] = field(default_factory=list)  # pipelined: one buffer per stage
     box: tuple[int, ...] = field(init=False)
+    # Per access row: (values one tile's DMA moves, their step in the row), `moved_rows`.
+    moved: tuple[tuple[int, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.box = tuple(
             sum(abs(c) * (t - 1) for c, t in zip(row, self.tile, strict=True)) + 1
             for row in self.access.coeffs
         )
+        self.moved = moved_rows(self.access, self.tile)
 
     @property
     def box_strides(self) -> tuple[int, ...]:
@@ -294,8 +297,8 @@ class TileNest:
                 ivs.append(term.iv)
                 coeffs.append(step * term.scale)
         # Per row: the values moved and their step (a strided row moves only the values
-        # the tile reads, into the same places of its box; `moved_rows`).
-        rows = moved_rows(access, operand.tile)
+        # the tile reads, into the same places of its box).
+        rows = operand.moved
         keep = [r for r, (count, _) in enumerate(rows) if count > 1] or [0]
         if not operand.box:  # a rank-0 tensor (x.sum()): one element
             shape, spm_strides, dram_strides = [1], [1], [1]

@@ -70,8 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.groups:
         if not compiled.fusion_plans:
             print("--groups: no fusion groups (run with --schedule fused)")
+        copies = sum(r.planned_dram_bytes for r in compiled.operators if r.kind == "copy")
         for plan in compiled.fusion_plans:
-            copies = sum(r.planned_dram_bytes for r in compiled.operators if r.kind == "copy")
             split = traffic_split(plan.traffic, report.compulsory_bytes, copies)
             print(format_fusion_groups(plan.traffic, split, limit=args.groups))
     if args.trace:
