@@ -34,23 +34,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from polyfuse.compiler import (
-    OVERLAP_BUFFERS,
-    UPSTREAM_PIPELINE,
-    CompiledModel,
-    _bind_buffers,
-    run_upstream,
-)
+from polyfuse.compiler import OVERLAP_BUFFERS, CompiledModel, _bind_buffers, generalize
 from polyfuse.dialects import accel
 from polyfuse.dialects.verify import verify_accel
 from polyfuse.errors import PolyfuseError
 from polyfuse.frontend.importer import import_model
-from polyfuse.frontend.weight_layouts import fold_weight_layouts
 from polyfuse.fusion import lower_module_fused
 from polyfuse.fusion.affine_baseline import affine_baseline_bytes
 from polyfuse.fusion.breakdown import traffic_split
 from polyfuse.models import SMALL, ZOO, get_model
-from polyfuse.passes.fold_reshapes import FoldReshapes
 from polyfuse.passes.lower_to_accel import lower_module
 from polyfuse.runtime.emulator import set_num_threads
 from polyfuse.runtime.serialize import serialize
@@ -103,9 +95,7 @@ def measure(
     with imported.module.context:
         accel.load_accel_dialect(imported.module.context)
         start = time.perf_counter()
-        run_upstream(imported.module, UPSTREAM_PIPELINE)
-        fold_weight_layouts(imported.module, imported.weights)
-        FoldReshapes().run(imported.module.operation)
+        generalize(imported.module, imported.weights)  # as compile() does
         generalize_s = time.perf_counter() - start
     affine: dict[int, int | None] = {}
     affine_errors: dict[int, str] = {}

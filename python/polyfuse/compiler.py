@@ -143,6 +143,14 @@ def run_upstream(module: ir.Module, pipeline: str) -> None:
         raise PipelineError(f"upstream pipeline '{pipeline}' failed: {error}") from None
 
 
+def generalize(module: ir.Module, weights: dict[str, np.ndarray]) -> None:
+    """The "generalize" stage: upstream generalisation and clean-up, weight transposes
+    folded into new weights (added to `weights`), reshapes out of fusion's way."""
+    run_upstream(module, UPSTREAM_PIPELINE)
+    fold_weight_layouts(module, weights)
+    FoldReshapes().run(module.operation)
+
+
 def compile(
     model: torch.nn.Module,
     example_inputs: Sequence[torch.Tensor],
@@ -196,9 +204,7 @@ def compile(
     with module.context:
         accel.load_accel_dialect(module.context)
         start = time.perf_counter()
-        run_upstream(module, UPSTREAM_PIPELINE)
-        fold_weight_layouts(module, imported.weights)  # weight transposes become weights
-        FoldReshapes().run(module.operation)  # reshapes out of fusion's way
+        generalize(module, imported.weights)
         seconds["generalize"] = time.perf_counter() - start
         snapshot("generalize", module)
 
