@@ -68,6 +68,9 @@ BAND_CANDIDATES = 3  # largest fitting power-of-two band heights tried per group
 # Both ways of handling the rows neighbouring bands share, tried for every banding.
 HALO_VARIANTS = ("recompute", "cache")
 FULL_BAND_TILES = True
+# Without and with the inputs several members read loaded once per band
+# (`_loaded_inputs`), rather than by every member on its own.
+HALO_LOADS = (False, True)
 Range = tuple[int, int]  # [first, end)
 Ranges = tuple[np.ndarray, np.ndarray]  # [first, end) of every band
 
@@ -99,6 +102,12 @@ class HaloGroupPlan(GroupPlan):
     # A batch loop around the bands (`_batch_loops`): each batch tile is banded in turn,
     # the band buffers hold one tile of it. Storage -> its batch dim (empty: none).
     batch_dims: dict[StorageKey, int] = field(default_factory=dict)
+    # DRAM inputs several members read along the band loop (`_loaded_inputs`), loaded
+    # once per band into a buffer of these shapes (after the band buffers) and read in
+    # place: storage -> buffer shape. Their rows are in `Band.rows`, their band dims in
+    # `band_dims`; each band's load is charged to the plan of the first member reading
+    # the input.
+    loaded: dict[StorageKey, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -248,6 +257,70 @@ def band_ranges(
     return loops, rows
 
 
+@dataclass(frozen=True)
+class _LoadedRead:
+    """A member's read of a DRAM input loaded per band (`_loaded_inputs`)."""
+
+    reader: int
+    access: AffineAccess
+    offset: int  # of the access coords in storage coords along the band dim
+
+
+def _loaded_inputs(
+    graph: OperatorGraph, members: list[int], structure: _Structure
+) -> dict[StorageKey, tuple[int, list[_LoadedRead]]]:
+    """DRAM inputs more than one member reads, each read along its band loop through one
+    storage dim (the same for all, coefficient >= 0), none through a reshape or as an
+    output's initial value: a residual block's input, read by its first convolution and
+    by its residual add. Loaded once per band and read in place, such an input is read
+    from DRAM once instead of once per member. Returns storage -> (band dim, reads)."""
+    member_set = set(members)
+    found: dict[StorageKey, tuple[int, list[_LoadedRead]]] = {}
+    blocked: set[StorageKey] = set()
+    for index in members:
+        operator = graph.operators[index]
+        loop = structure.loops[index]
+        blocked.update(u.init for u in operator.outputs if u.init is not None)
+        for use in operator.inputs:
+            key = use.storage
+            if key is None or graph.storages[key].producer in member_set:
+                continue
+            rows = [r for r in range(use.access.rank) if use.access.coeffs[r][loop]]
+            if (
+                key[0] not in ("gen", "arg", "pad")
+                or use.through_view
+                or len(rows) != 1
+                or use.access.coeffs[rows[0]][loop] < 0
+            ):
+                blocked.add(key)
+                continue
+            storage = graph.storages[key]
+            owner = defining_op(operand_value(operator, use, init=False))
+            interior = bool(storage.low) and (owner is None or owner.name != "tensor.pad")
+            dim, reads = found.setdefault(key, (rows[0], []))
+            if dim != rows[0]:
+                blocked.add(key)
+            reads.append(_LoadedRead(index, use.access, storage.low[dim] if interior else 0))
+    return {
+        key: entry
+        for key, entry in found.items()
+        if key not in blocked and len({read.reader for read in entry[1]}) > 1
+    }
+
+
+def _batch_dim(reads: list[_LoadedRead], batch: _Batch) -> int | None:
+    """The dim of a loaded input every read indexes by exactly the reader's batch loop
+    (None if some read does not: the input is not sliced per batch tile)."""
+    dims = set()
+    for read in reads:
+        loop = batch.loops[read.reader]
+        rows = [r for r in range(read.access.rank) if read.access.coeffs[r][loop]]
+        if len(rows) != 1 or _identity_loop(read.access, rows[0]) != loop:
+            return None
+        dims.add(rows[0])
+    return dims.pop() if len(dims) == 1 else None
+
+
 def _fits_lowering(graph: OperatorGraph, members: list[int], internal: set[StorageKey]) -> bool:
     """Outputs of all but the last operator: internal, or plain results the band loop
     writes whole (no pad buffer, no view, no copy, not initialised from DRAM: a band
@@ -361,6 +434,7 @@ def plan_halo_group(
     bound: int | None = None,
     carried: Carried = (None, None),
     variants: tuple[str, ...] | None = None,
+    loads: tuple[bool, ...] | None = None,
 ) -> tuple[HaloGroupPlan | None, int]:
     """The cheapest banded way to run `members` for less than `bound` bytes (None if
     none fits or none is cheaper), and the resident elements of a banding that fits
@@ -369,9 +443,11 @@ def plan_halo_group(
     `carried`: the storages it finds in and leaves in the scratchpad whole (`carry.py`;
     the bands read and write their rows in place). `memo` (`planner._Memo`) keeps the
     tilings, the shared dimensions and the bandings across calls. `variants`: of
-    `HALO_VARIANTS`, the ones tried."""
+    `HALO_VARIANTS`, the ones tried; `loads`: without (False) and with (True) the inputs
+    several members read loaded per band (`_loaded_inputs`), the ones tried."""
     never = spm_elements + 1  # "nothing fits"
     variants = HALO_VARIANTS if variants is None else variants
+    loads = HALO_LOADS if loads is None else loads
     if len(members) < 2 or any(not graph.operators[i].outputs for i in members):
         return None, never
     internal = _internal(graph, set(members))
@@ -407,7 +483,7 @@ def plan_halo_group(
             (last_loop, structure),
             spm_elements,
             memo,
-            variants,
+            (variants, loads),
         )
         least = min(least, fitting)
         candidates = {
@@ -420,11 +496,13 @@ def plan_halo_group(
         # Kept for every batch tile too: read independently of the batch loop as well.
         batch_candidates = {v: entry for v, entry in candidates.items() if v in across}
         for banding in shaped:
+            if whole & banding.loaded.keys():
+                continue  # already on chip whole
             free = spm_elements - banding.elements - whole_elements
             kept = candidates if banding.batch is None else batch_candidates
             for choice in resident_choices(kept, free):
                 floors = _floors(graph, members, internal | whole, structure, banding, choice)
-                floor = _lower_bound(floors, choice)
+                floor = _lower_bound(floors, choice, banding)
                 options.append((floor, banding, structure, choice, floors))
     options.sort(key=lambda option: option[0])
     best: tuple[int, Callable[[], HaloGroupPlan]] | None = None
@@ -461,13 +539,15 @@ def _shapes(
     banded: tuple[int, _Structure],
     spm_elements: int,
     memo: _Memo,
-    variants: tuple[str, ...],
+    tried: tuple[tuple[str, ...], tuple[bool, ...]],
 ) -> tuple[list[_Banding], int]:
     """The bandings tried along one last loop: for the whole batch and every batch tile,
     the `BAND_CANDIDATES` tallest heights whose buffers fit beside the carried storages
-    (`storages`: internal, aliases, carried elements), in each variant; and the least
-    elements a banding's buffers hold (more than the scratchpad if none bands)."""
+    (`storages`: internal, aliases, carried elements), in each variant, without and with
+    inputs loaded per band (`tried`); and the least elements a banding's buffers hold
+    (more than the scratchpad if none bands)."""
     internal, aliases, whole_elements = storages
+    variants, loads_tried = tried
     last_loop, structure = banded
     bandings = memo.bandings
     extent = graph.operators[members[-1]].generic.extents[last_loop]
@@ -476,6 +556,7 @@ def _shapes(
     least = spm_elements + 1
     owners = [graph.storages[key] for key in internal - set(aliases)]
     shared = memo.shared_dimensions(graph, members, internal)
+    loaded = _loaded_inputs(graph, members, structure) if True in loads_tried else {}
     for batch in _batch_tilings(graph, members, internal, structure, shared):
         row_elements = 0  # of one band row, over every band buffer
         for storage in owners:
@@ -488,28 +569,39 @@ def _shapes(
             if height * row_elements >= spm_elements and height > 1:
                 continue  # every owner holds at least `height` rows: cannot fit
             tile = 0 if batch is None else batch.tile
-            key = (tuple(members), last_loop, height, tile, False)
-            if key not in bandings:
-                bandings[key] = _banding(
+            fits = False
+            plain = (tuple(members), last_loop, height, tile, False, False)
+            if plain not in bandings:
+                bandings[plain] = _banding(
                     graph, members, (internal, aliases), structure, extent, height, batch
                 )
-            banding = bandings[key]
-            if banding is None:
-                continue
-            least = min(least, banding.elements)
-            if banding.elements + whole_elements < spm_elements:
+            # Without and with the inputs several members read loaded per band.
+            for loads in loads_tried if loaded else (False,):
+                key = (tuple(members), last_loop, height, tile, False, loads)
+                if key not in bandings:
+                    bandings[key] = _with_loads(graph, structure, bandings[plain], loaded)
+                banding = bandings[key]
+                if banding is None:
+                    continue
+                least = min(least, banding.elements)
+                if banding.elements + whole_elements >= spm_elements:
+                    continue
+                fits = True
                 if "recompute" in variants:
                     shaped.append(banding)
                 if "cache" in variants:
-                    variant = (tuple(members), last_loop, height, tile, True)
+                    variant = (tuple(members), last_loop, height, tile, True, loads)
                     if variant not in bandings:
-                        bandings[variant] = _cache_variant(banding)
+                        cached = _cache_variant(bandings[plain])
+                        bandings[variant] = (
+                            _with_loads(graph, structure, cached, loaded) if loads else cached
+                        )
                     cached = bandings[variant]
-                    if cached is not None:
+                    if cached is not None and cached.elements + whole_elements < spm_elements:
                         shaped.append(cached)
-                fitting += 1
-                if fitting == BAND_CANDIDATES:
-                    break
+            fitting += fits
+            if fitting == BAND_CANDIDATES:
+                break
     return shaped, least
 
 
@@ -535,7 +627,7 @@ def _floors(
 ) -> dict[tuple[int, int], tuple[int, int]]:
     """(operator, rows) -> (bands with that many rows, elements no tiling of one such
     band moves fewer of: its DRAM operands' footprint floors)."""
-    on_chip = internal | {key for key, _ in resident.values()}
+    on_chip = internal | {key for key, _ in resident.values()} | banding.loaded.keys()
     floors = {}
     for (index, size), count in _band_counts(banding, members).items():
         operator = graph.operators[index]
@@ -547,9 +639,11 @@ def _floors(
     return floors
 
 
-def _lower_bound(floors: dict[tuple[int, int], tuple[int, int]], resident: Resident) -> int:
+def _lower_bound(
+    floors: dict[tuple[int, int], tuple[int, int]], resident: Resident, banding: _Banding
+) -> int:
     """Bytes no tiling of these bands can beat (prunes before the tile search)."""
-    kept = sum(elements for _, elements in resident.values())
+    kept = sum(elements for _, elements in resident.values()) + banding.load_elements
     return 4 * (kept + sum(count * floor for count, floor in floors.values()))
 
 
@@ -619,6 +713,18 @@ class _Banding:
     counts: dict[tuple[int, int], int] = field(default_factory=dict)  # see `_band_counts`
     cached: bool = False  # `loops` are the rows each band computes new (`_cache_variant`)
     batch: _Batch | None = None  # the bands run once per batch tile (`_batch_loops`)
+    # Inputs loaded per band (`_loaded_inputs`; their rows are in `rows`): buffer shapes
+    # (counted in `elements`), elements each band loads (the rows no earlier band of
+    # its batch tile loaded), the member each band's load is charged to.
+    loaded: dict[StorageKey, tuple[int, ...]] = field(default_factory=dict)
+    loads: dict[StorageKey, np.ndarray] = field(default_factory=dict)
+    load_readers: dict[StorageKey, int] = field(default_factory=dict)
+    load_dims: dict[StorageKey, tuple[int, int | None]] = field(default_factory=dict)  # band, batch
+
+    @property
+    def load_elements(self) -> int:
+        """Elements the loaded inputs move over all bands and batch tiles."""
+        return self.trips * sum(int(loads.sum()) for loads in self.loads.values())
 
     @property
     def trips(self) -> int:
@@ -674,6 +780,68 @@ def _banding(
         shapes[key] = tuple(shape)
     elements = sum(padded(_product(shape)) for shape in shapes.values())
     return _Banding(height, loops, rows, shapes, elements, batch=batch)
+
+
+def _with_loads(
+    graph: OperatorGraph,
+    structure: _Structure,
+    banding: _Banding | None,
+    loaded: dict[StorageKey, tuple[int, list[_LoadedRead]]],
+) -> _Banding | None:
+    """`banding` (either variant) with the inputs `loaded` (`_loaded_inputs`) loaded per
+    band: their rows are the hull of what the members read in each band, so in the
+    cache variant the rows of the new rows only (None if one cannot be sliced per batch
+    tile)."""
+    if banding is None:
+        return None
+    banding = replace(banding, rows=dict(banding.rows), counts={})
+    banding.loaded, banding.loads, banding.load_readers, banding.load_dims = {}, {}, {}, {}
+    for key, entry in loaded.items():
+        if not _load_rows(graph, structure, banding, key, entry):
+            return None
+    return banding
+
+
+def _load_rows(
+    graph: OperatorGraph,
+    structure: _Structure,
+    banding: _Banding,
+    key: StorageKey,
+    loaded: tuple[int, list[_LoadedRead]],
+) -> bool:
+    """Add loaded input `key` to `banding`: the hull of its readers' rows per band (in
+    storage coords, clipped to the storage), its buffer (one band's rows, one batch tile)
+    and what each band loads: the rows the band before it in the same batch tile did
+    not hold, which the lowering keeps (moved to the top of the buffer). False if it
+    cannot be sliced per batch tile."""
+    dim, reads = loaded
+    storage = graph.storages[key]
+    shape = list(storage.shape)
+    hull: Ranges | None = None
+    for read in reads:
+        extents = graph.operators[read.reader].generic.extents
+        loop = structure.loops[read.reader]
+        first, end = _read_range(read.access, dim, loop, banding.loops[read.reader], extents)
+        hull = _hull(hull, (first + read.offset, end + read.offset))
+    assert hull is not None
+    first, end = np.maximum(hull[0], 0), np.minimum(hull[1], shape[dim])
+    shape[dim] = int(np.max(end - first))
+    row_elements = storage.elements // storage.shape[dim]
+    batch_dim = None
+    if banding.batch is not None:
+        batch_dim = _batch_dim(reads, banding.batch)
+        if batch_dim is None:
+            return False
+        shape[batch_dim] = banding.batch.tile
+        row_elements = row_elements // storage.shape[batch_dim] * banding.batch.tile
+    new_first = np.minimum(np.concatenate([first[:1], np.maximum(first[1:], end[:-1])]), end)
+    banding.rows[key] = (first, end)
+    banding.loaded[key] = tuple(shape)
+    banding.loads[key] = (end - new_first) * row_elements
+    banding.load_readers[key] = min(read.reader for read in reads)
+    banding.load_dims[key] = (dim, batch_dim)
+    banding.elements += padded(_product(tuple(shape)))
+    return True
 
 
 def _cache_variant(banding: _Banding) -> _Banding | None:
@@ -770,7 +938,7 @@ def _cost(
     banding, floors = bounded
     internal, whole, held = storages
     kept = {key for key, _ in resident.values()}
-    on_chip = internal | whole | kept
+    on_chip = internal | whole | kept | banding.loaded.keys()
     held += banding.elements + sum(padded(elements) for _, elements in resident.values())
     if held >= spm_elements:
         return None
@@ -781,6 +949,7 @@ def _cost(
     tilings: dict[tuple[int, int], tuple[Tiling, bool, TilingProblem]] = {}
     order = sorted(floors.items(), key=lambda item: -item[1][0] * item[1][1])
     total = 4 * (sum(loads.values()) + sum(count * floor for _, (count, floor) in order))
+    total += 4 * banding.load_elements
     for (index, size), (count, floor) in order:
         operator = graph.operators[index]
         extents = banding.extents(operator, index, structure.loops[index], size)
@@ -813,6 +982,11 @@ def _cost(
                 traffic = tiling.traffic_elements - (1 if dummy else 0)
                 if number == 0:
                     traffic += loads.get(index, 0)
+                traffic += sum(  # this band's rows of the inputs loaded per band
+                    int(banding.loads[key][number % count])
+                    for key, reader in banding.load_readers.items()
+                    if reader == index
+                )
                 starts = {loop: first}
                 if banding.batch is not None:
                     starts[banding.batch.loops[index]] = band.batch
@@ -835,12 +1009,17 @@ def _cost(
             1,
             held,
             band_loops=dict(structure.loops),
-            band_dims={k: structure.dims[k] for k in internal},
+            band_dims={k: structure.dims[k] for k in internal}
+            | {k: dims[0] for k, dims in banding.load_dims.items()},
             band_height=banding.height,
             bands=bands,
             resident=dict(resident),
             cached=banding.cached,
-            batch_dims={} if banding.batch is None else dict(banding.batch.dims),
+            batch_dims={}
+            if banding.batch is None
+            else dict(banding.batch.dims)
+            | {k: dims[1] for k, dims in banding.load_dims.items() if dims[1] is not None},
+            loaded=dict(banding.loaded),
         )
 
     return total, build

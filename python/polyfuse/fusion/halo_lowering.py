@@ -23,15 +23,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from torch_mlir import ir
 
 from polyfuse.analysis.operators import static_shape
-from polyfuse.fusion.graph import Operator, StorageKey
+from polyfuse.fusion.graph import Operator, StorageKey, operand_value
 from polyfuse.fusion.halo import Band, HaloGroupPlan
 from polyfuse.fusion.planner import GroupPlan
 from polyfuse.lowering import layer_by_layer as lbl
 from polyfuse.lowering.dram import DramTensor
 from polyfuse.lowering.tile_compute import TileView, emit_vector
+from polyfuse.lowering.tile_nest import dma_copy, padded
 
 if TYPE_CHECKING:
     from polyfuse.fusion.lowering import _FusedLowering
@@ -51,10 +53,11 @@ def lower_halo_member(
         _plan_dram_outputs(lowering, group)
         lowering.load_resident(group)
         for number, band in enumerate(group.bands):
-            previous = group.bands[number - 1] if number and group.cached else None
+            previous = group.bands[number - 1] if number else None
             if previous is not None and previous.batch != band.batch:
                 previous = None  # a new batch tile: nothing shared with the last band
-            _enter_band(lowering, group, band, number, previous)
+            _enter_band(lowering, group, band, number, previous if group.cached else None)
+            _load_band(lowering, group, band, previous)
             for index in group.operators:
                 lowering._lower_operator(lowering.graph.operators[index], group, band.plans[index])
         lowering.release(group)
@@ -67,6 +70,8 @@ def _allocate(lowering: _FusedLowering, group: HaloGroupPlan) -> None:
     before the group is emitted) are not lowered to DRAM."""
     base = lowering.place_carried(group)
     placed = lowering.allocate_slices(group.slice_shapes, group.slice_shapes, base)
+    base += sum(padded(int(np.prod(shape))) for shape in group.slice_shapes.values())
+    lowering.loaded = lowering.allocate_slices(group.loaded, group.loaded, base)
     for (kind, owner), whole in placed.items():
         if kind == "pad":
             assert isinstance(owner, ir.Operation)
@@ -139,6 +144,65 @@ def _enter_band(
         assert key[0] == "gen" and isinstance(owner, ir.Value)
         shape = lowering.graph.storages[key].shape
         state.planned[owner] = DramTensor(whole.buffer, shape, whole.strides, origin)
+
+
+def _load_band(
+    lowering: _FusedLowering, group: HaloGroupPlan, band: Band, previous: Band | None
+) -> None:
+    """Bring the band's rows of every input loaded per band into its buffer: the rows
+    the previous band of the batch tile held are moved to the top of the buffer, the
+    rest are DMA'd from DRAM; then point the members' reads at the buffer (shifted by
+    the band's first row, as for internal storages)."""
+    for key, whole in lowering.loaded.items():
+        dim = group.band_dims[key]
+        first, end = band.rows[key]
+        kept_end = first
+        if previous is not None:
+            old_first, old_end = previous.rows[key]
+            kept_end = max(first, min(old_end, end))
+            _move_rows(whole, dim, kept_end - first, first - old_first)
+        source = _dram_location(lowering, key)
+        if kept_end < end:
+            offsets, sizes = [0] * len(whole.shape), list(whole.shape)
+            offsets[dim], sizes[dim] = kept_end, end - kept_end
+            if key in group.batch_dims:
+                offsets[group.batch_dims[key]] = band.batch
+            ones = [1] * len(sizes)
+            rows = list(offsets)
+            rows[dim] -= first
+            if key in group.batch_dims:
+                rows[group.batch_dims[key]] = 0
+            dma_copy(whole.slice(rows, sizes, ones), source.slice(offsets, sizes, ones))
+        offset = whole.offset - first * whole.strides[dim] - _batch_shift(group, band, key, whole)
+        virtual = DramTensor(whole.buffer, source.shape, whole.strides, offset)
+        pad = key[1] if key[0] == "pad" else None
+        for value in _read_values(lowering, group, key):
+            lowering.band_views[value] = virtual
+            if isinstance(pad, ir.Operation) and value != pad.result:  # reads the interior
+                low = list(ir.DenseI64ArrayAttr(pad.attributes["static_low"]))
+                shape = list(static_shape(value))
+                lowering.band_views[value] = virtual.slice(low, shape, [1] * len(low))
+
+
+def _dram_location(lowering: _FusedLowering, key: StorageKey) -> DramTensor:
+    """Where a storage produced before the group lives in DRAM, in storage coords."""
+    owner = key[1]
+    if key[0] == "pad":
+        assert isinstance(owner, ir.Operation)
+        return lowering._location(owner.result)
+    assert isinstance(owner, ir.Value)
+    return lowering._location(owner)
+
+
+def _read_values(lowering: _FusedLowering, group: HaloGroupPlan, key: StorageKey) -> set[ir.Value]:
+    """The values through which the group's members read storage `key`."""
+    values = set()
+    for index in group.operators:
+        operator = lowering.graph.operators[index]
+        for use in operator.inputs:
+            if use.storage == key:
+                values.add(operand_value(operator, use, init=False))
+    return values
 
 
 def _batch_shift(group: HaloGroupPlan, band: Band, key: StorageKey, whole: DramTensor) -> int:

@@ -54,7 +54,7 @@ from polyfuse.lowering.tile_nest import (
     TileOperand,
     allocate_tiles,
     deallocate_tiles,
-    merge_contiguous,
+    dma_copy,
     padded,
 )
 from polyfuse.lowering.vector_body import BodyEmitter, plan_body
@@ -143,6 +143,10 @@ class _FusedLowering:
         self.open_group: GroupPlan | None = None
         self.top_down = False  # where the next operator's tiles go (ScratchpadArena)
         self.resident: dict[ir.Value, DramTensor] = {}  # the open group's resident inputs
+        # A halo group's inputs loaded per band (`halo.py`): their buffers, and what each
+        # value a member reads them through sees in the current band.
+        self.loaded: dict[StorageKey, DramTensor] = {}
+        self.band_views: dict[ir.Value, DramTensor] = {}
         # Storages carried from one group to the next (`carry.py`): where each is and
         # whether it sits at the top end of the scratchpad (else at byte 0).
         self.carried: dict[StorageKey, tuple[DramTensor, bool]] = {}
@@ -234,38 +238,30 @@ class _FusedLowering:
         """DMA every resident input (`resident.py`) into the scratchpad once, above the
         internal storages, where the group's operators read it."""
         offset = self.bottom_held
-        offset += sum(padded(int(np.prod(s))) for s in group.slice_shapes.values())
+        shapes = [*group.slice_shapes.values()]
+        if isinstance(group, HaloGroupPlan):
+            shapes += group.loaded.values()  # the inputs loaded per band, after the bands
+        offset += sum(padded(int(np.prod(s))) for s in shapes)
         for value, (_, elements) in group.resident.items():
             source = self._view_location(value)
             buffer = accel.alloc(elements, offset * 4)
             offset += padded(elements)
             copy = DramTensor.whole(buffer, source.shape)
-            keep = [d for d, extent in enumerate(source.shape) if extent > 1] or [0]
-            shape, spm_strides, dram_strides = merge_contiguous(
-                [source.shape[d] for d in keep],
-                [copy.strides[d] for d in keep],
-                [source.strides[d] for d in keep],
-            )
-            token = accel.dma_start(
-                buffer,
-                source.buffer,
-                [],
-                shape,
-                [(0, ()), (source.offset, ())],
-                [spm_strides, dram_strides],
-            )
-            accel.dma_wait(token)
+            dma_copy(copy, source)
             self.resident[value] = copy
 
     def release(self, group: GroupPlan) -> None:
         """accel.dealloc the group's internal storages, resident inputs and the storage
         it found on chip (the one it carries on stays)."""
         buffers = [*self.spm[group.operators[0]].values(), *self.resident.values()]
+        buffers += self.loaded.values()
         if group.carry_in is not None and group.carry_in != group.carry_out:
             buffers.append(self.carried.pop(group.carry_in)[0])
         for whole in buffers:
             accel.dealloc(whole.buffer)
         self.resident = {}
+        self.loaded = {}
+        self.band_views = {}
         self.bottom_held = self.top_held = 0
 
     def _view_location(self, value: ir.Value) -> DramTensor:
@@ -385,6 +381,7 @@ class _FusedLowering:
             if location.buffer in state.globals.values():
                 weights.add(index)
             location = self.resident.get(operand.value, location)  # kept on chip
+            location = self.band_views.get(operand.value, location)  # loaded for the band
             on_chip = accel.is_scratchpad(location.buffer)
             inputs[index] = _Operand(
                 shift_access(operand.access, plan.offsets),

@@ -32,6 +32,7 @@ moves.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -541,11 +542,13 @@ class _Memo:
     problem, plain groups by members and carried storages (handed out as copies: speed
     scheduling rewrites their operator plans), speed schedules by (operator, problem,
     capacity), shared dimensions by members, halo bandings by (members, band loop,
-    band height, batch tile, cache variant)."""
+    band height, batch tile, cache variant, inputs loaded per band)."""
 
     tilings: dict[TilingProblem, Tiling | None] = field(default_factory=dict)
     dimensions: dict[tuple[int, ...], list[dict[int, int]]] = field(default_factory=dict)
-    bandings: dict[tuple[tuple[int, ...], int, int, int, bool], Any] = field(default_factory=dict)
+    bandings: dict[tuple[tuple[int, ...], int, int, int, bool, bool], Any] = field(
+        default_factory=dict
+    )
     groups: dict[tuple[tuple[int, ...], Carried], tuple[GroupPlan | None, int]] = field(
         default_factory=dict
     )
@@ -608,7 +611,9 @@ def plan_fusion(
     count = len(graph.operators)
     # Carried storages and the halo cache variant in the DP (see above)?
     bytes_only = overlap is None or overlap.traffic_first
-    halo_variants = None if bytes_only else ("recompute",)  # None: all of HALO_VARIANTS
+    # Halo variants and input loading the DP tries (None: all of HALO_VARIANTS and
+    # HALO_LOADS); for speed the others are tried on the chosen groups afterwards.
+    halo_kinds = (None, None) if bytes_only else (("recompute",), (False,))
     if memo is None:
         memo = _Memo()
     # cost[(j, key)]: the fewest bytes running operators 0..j-1 that leave storage `key`
@@ -647,7 +652,7 @@ def plan_fusion(
                     bounds.append(cost[(end, None)] - cost[(start, None)])
                 bound = min(bounds) if bounds else None
                 banded, banded_resident = plan_halo_group(
-                    graph, members, spm_elements, memo, bound, variants=halo_variants
+                    graph, members, spm_elements, memo, bound, (None, None), *halo_kinds
                 )
                 if banded is not None:
                     group = banded  # cheaper than `bound`
@@ -667,7 +672,7 @@ def plan_fusion(
                     if halo:
                         bound = carried.bytes if carried is not None else None
                         banded, _ = plan_halo_group(
-                            graph, members, spm_elements, memo, bound, carries, halo_variants
+                            graph, members, spm_elements, memo, bound, carries, *halo_kinds
                         )
                         carried = banded or carried
                     if carried is not None:
@@ -715,22 +720,24 @@ def _carries_and_variants_for_speed(
     overlap: Overlap,
 ) -> list[GroupPlan]:
     """The same groups, with the storages carried across their cuts (`carry.py`) and
-    the halo variants (recompute or cache; the DP banded with recompute) that give the
+    the halo variants (recompute or cache, inputs loaded per band or not; the DP banded
+    with recompute, no loads) that give the
     fewest estimated cycles, then bytes: a dynamic programme along the groups over the
     storage carried at each cut, every group re-planned (plain, or banded each way if
     it was a halo group) and tiled for speed with what it finds and leaves on chip."""
-    from polyfuse.fusion.halo import HALO_VARIANTS, HaloGroupPlan, plan_halo_group
+    from polyfuse.fusion.halo import HALO_LOADS, HALO_VARIANTS, HaloGroupPlan, plan_halo_group
 
     def variant(group: GroupPlan, carried: Carried) -> GroupPlan | None:
         plans: list[GroupPlan | None] = [group]
         if carried != (None, None):
             plans = [memo.plan_group(graph, group.operators, spm_elements, carried)[0]]
         if isinstance(group, HaloGroupPlan):
-            for kind in HALO_VARIANTS:
-                if carried == (None, None) and group.cached == (kind == "cache"):
+            for kind, loads in itertools.product(HALO_VARIANTS, HALO_LOADS):
+                own = group.cached == (kind == "cache") and bool(group.loaded) == loads
+                if carried == (None, None) and own:
                     continue  # the DP's own plan: `group`
                 banded, _ = plan_halo_group(
-                    graph, group.operators, spm_elements, memo, None, carried, (kind,)
+                    graph, group.operators, spm_elements, memo, None, carried, (kind,), (loads,)
                 )
                 plans.append(banded)
         found = [plan for plan in plans if plan is not None]

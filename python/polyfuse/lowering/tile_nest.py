@@ -362,6 +362,26 @@ def merge_contiguous(shape: list[int], *stride_lists: list[int]) -> tuple[list[i
     return (out_shape, *out_strides)
 
 
+def dma_copy(destination: DramTensor, source: DramTensor) -> None:
+    """DMA `source` to `destination` (same shape; one of them in the scratchpad) and wait:
+    a one-off transfer outside any tile loop."""
+    keep = [d for d, extent in enumerate(source.shape) if extent > 1] or [0]
+    shape, to_strides, from_strides = merge_contiguous(
+        [source.shape[d] for d in keep],
+        [destination.strides[d] for d in keep],
+        [source.strides[d] for d in keep],
+    )
+    token = accel.dma_start(
+        destination.buffer,
+        source.buffer,
+        [],
+        shape,
+        [(destination.offset, ()), (source.offset, ())],
+        [to_strides, from_strides],
+    )
+    accel.dma_wait(token)
+
+
 def padded(elements: int) -> int:
     """Scratchpad elements a buffer of `elements` takes (aligned)."""
     return -(-elements // ALIGN_ELEMENTS) * ALIGN_ELEMENTS
