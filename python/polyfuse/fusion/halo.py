@@ -15,6 +15,11 @@ the cheaper is kept per group:
   starts (an on-chip vector copy). Fewer rows computed, and the first operator reads
   fewer input rows from DRAM.
 
+A DRAM input several members read (a residual block's input, read by its first
+convolution and its residual add) may be loaded once per band into a buffer they all
+read in place (`_loaded_inputs`), rather than by each member's own tiles: it then
+crosses DRAM once. Every banding is tried without and with it.
+
 Two more cases band the same way. A group whose operators also share the batch runs its
 bands once per batch tile (`_batch_loops`): the buffers are a tile thick and kept inputs
 load once for all tiles. A group with no halo at all is banded too, when that beats a

@@ -3,12 +3,15 @@
 A halo group is emitted when its last operator is reached, once per band, the band's
 row ranges compile-time constants:
 
-    accel.alloc every internal storage's band buffer (bytes 0..R of the scratchpad)
+    accel.alloc every internal storage's band buffer (bytes 0..R of the scratchpad),
+    then every input loaded per band's
     per batch tile (when a batch loop runs around the bands), per band:
       cache variant: move the rows this band shares with the previous one to the top of
       each buffer; fill only the new padding rows
       recompute variant: re-fill the buffers of padded storages whose band holds
       padding rows
+      inputs loaded per band: move the rows the previous band held to the top of the
+      buffer, DMA the rest
       per operator: `_FusedLowering._lower_operator` with the band's extents, loop
       offsets (folded into the access constants) and tiling
 
