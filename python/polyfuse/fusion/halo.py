@@ -987,11 +987,12 @@ def _cost(
                 traffic = tiling.traffic_elements - (1 if dummy else 0)
                 if number == 0:
                     traffic += loads.get(index, 0)
-                traffic += sum(  # this band's rows of the inputs loaded per band
+                loaded = sum(  # this band's rows of the inputs loaded per band
                     int(banding.loads[key][number % count])
                     for key, reader in banding.load_readers.items()
                     if reader == index
                 )
+                traffic += loaded
                 starts = {loop: first}
                 if banding.batch is not None:
                     starts[banding.batch.loops[index]] = band.batch
@@ -1005,6 +1006,7 @@ def _cost(
                     problem=problem,
                     capacity=capacity,
                     offsets=offsets,
+                    loaded_elements=loaded,
                 )
         return HaloGroupPlan(
             members,

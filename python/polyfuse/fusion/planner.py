@@ -96,6 +96,9 @@ class OperatorPlan:
     # Its loops of a group tiled along two shared dimensions (`GroupPlan.outer`), outer
     # first; empty when the group has one outer loop at most (`shared_loop`).
     shared_loops: tuple[int, ...] = ()
+    # Elements of one-off loads outside its tiles charged to it (a halo band's inputs
+    # loaded per band, `halo.py`): in `bytes`, and in `cycles` as unhidden DMA time.
+    loaded_elements: int = 0
 
     def outer_loops(self) -> tuple[int, ...]:
         """Its loops the group's outer tile loops run, outer first (none: not tiled)."""
@@ -834,4 +837,8 @@ def _schedule_for_speed(
             plan.stages = schedule.stages
             plan.choice = choice
             plan.cycles = schedule.cycles * group.trips
+            if plan.loaded_elements:  # waited for before the band computes
+                target = overlap.target
+                plan.cycles += plan.loaded_elements * 4 / target.dram_bytes_per_cycle
+                plan.cycles += target.dma_latency_cycles
             plan.bytes += moved * 4 * group.trips
