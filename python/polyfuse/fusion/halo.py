@@ -581,7 +581,9 @@ def _shapes(
                     graph, members, (internal, aliases), structure, extent, height, batch
                 )
             # Without and with the inputs several members read loaded per band.
-            for loads in loads_tried if loaded else (False,):
+            for loads in loads_tried:
+                if loads and not loaded:
+                    continue  # nothing to load: the same banding as without
                 key = (tuple(members), last_loop, height, tile, False, loads)
                 if key not in bandings:
                     bandings[key] = _with_loads(graph, structure, bandings[plain], loaded)
