@@ -9,12 +9,14 @@ from polyfuse.pass_base import ModulePass
 from polyfuse.passes.dump_poly import DumpPoly
 from polyfuse.passes.fold_reshapes import FoldReshapes
 from polyfuse.passes.lower_to_accel import LowerToAccel
+from polyfuse.passes.sink_copies import SinkCopies
 from polyfuse.passes.verify_accel import VerifyAccel
 
 _PASSES: list[type[ModulePass]] = [
     DumpPoly,
     FoldReshapes,
     LowerToAccel,
+    SinkCopies,
     VerifyAccel,
 ]
 

@@ -5,7 +5,8 @@
     import      torch.export + torch-mlir FX importer → linalg on tensors
     generalize  upstream: linalg-generalize-named-ops, canonicalize, cse; weight layout
                 folding; polyfuse-fold-reshapes (reshapes moved out of the way of
-                fusion: attention over batch x heads, elementwise ops between reshapes)
+                fusion: attention over batch x heads, elementwise ops between reshapes);
+                polyfuse-sink-copies (transposes and broadcasts next to their user)
     lower       polyfuse-lower-to-accel (layer by layer)
     verify      polyfuse-verify-accel
     serialize   accel → the emulator's instruction table
@@ -34,6 +35,7 @@ from polyfuse.lowering.contraction_embedding import EMBEDDINGS
 from polyfuse.lowering.layer_by_layer import OperatorRecord
 from polyfuse.passes.fold_reshapes import FoldReshapes
 from polyfuse.passes.lower_to_accel import lower_module
+from polyfuse.passes.sink_copies import SinkCopies
 from polyfuse.report import Report
 from polyfuse.runtime.emulator import execute, machine_params
 from polyfuse.runtime.serialize import DramBuffer, SerializedProgram, serialize
@@ -47,7 +49,7 @@ def pipeline_text(target: str = "edge", buffers: int = 1, embedding: str = "csp"
     options = f"target={target}" + (f" buffers={buffers}" if buffers != 1 else "")
     options += f" embedding={embedding}" if embedding != "csp" else ""
     return (
-        f"builtin.module({UPSTREAM_PIPELINE},polyfuse-fold-reshapes,"
+        f"builtin.module({UPSTREAM_PIPELINE},polyfuse-fold-reshapes,polyfuse-sink-copies,"
         f"polyfuse-lower-to-accel{{{options}}},"
         "polyfuse-verify-accel)"
     )
@@ -145,10 +147,12 @@ def run_upstream(module: ir.Module, pipeline: str) -> None:
 
 def generalize(module: ir.Module, weights: dict[str, np.ndarray]) -> None:
     """The "generalize" stage: upstream generalisation and clean-up, weight transposes
-    folded into new weights (added to `weights`), reshapes out of fusion's way."""
+    folded into new weights (added to `weights`), reshapes out of fusion's way, copies
+    (transposes, broadcasts) next to their first user."""
     run_upstream(module, UPSTREAM_PIPELINE)
     fold_weight_layouts(module, weights)
     FoldReshapes().run(module.operation)
+    SinkCopies().run(module.operation)
 
 
 def compile(
