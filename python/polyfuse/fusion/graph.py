@@ -124,6 +124,25 @@ def _is_fill(op: ir.Operation) -> bool:
     return True
 
 
+def reads_from_outside(
+    graph: OperatorGraph, members: list[int]
+) -> tuple[list[tuple[Operator, OperandUse]], set[StorageKey]]:
+    """What a group of `members` reads from storages no member produces: every (member,
+    input use) of such a storage, in member order; and the storages some member's output
+    starts from (an initial value: varies with every output tile)."""
+    member_set = set(members)
+    reads: list[tuple[Operator, OperandUse]] = []
+    inits: set[StorageKey] = set()
+    for index in members:
+        operator = graph.operators[index]
+        inits.update(u.init for u in operator.outputs if u.init is not None)
+        for use in operator.inputs:
+            key = use.storage
+            if key is not None and graph.storages[key].producer not in member_set:
+                reads.append((operator, use))
+    return reads, inits
+
+
 def generic_inputs(op: ir.Operation) -> int:
     return len(op.operands) - len(op.results)
 

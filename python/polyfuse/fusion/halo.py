@@ -50,7 +50,13 @@ from polyfuse.analysis.affine import AffineAccess
 from polyfuse.analysis.operators import defining_op
 from polyfuse.analysis.tile_search import Tiling, TilingProblem, search_cached
 from polyfuse.fusion.carry import Carried, held_whole
-from polyfuse.fusion.graph import Operator, OperatorGraph, StorageKey, operand_value
+from polyfuse.fusion.graph import (
+    Operator,
+    OperatorGraph,
+    StorageKey,
+    operand_value,
+    reads_from_outside,
+)
 from polyfuse.fusion.planner import (
     CAPACITY_STEPS,
     GroupPlan,
@@ -279,33 +285,28 @@ def _loaded_inputs(
     output's initial value: a residual block's input, read by its first convolution and
     by its residual add. Loaded once per band and read in place, such an input is read
     from DRAM once instead of once per member. Returns storage -> (band dim, reads)."""
-    member_set = set(members)
     found: dict[StorageKey, tuple[int, list[_LoadedRead]]] = {}
-    blocked: set[StorageKey] = set()
-    for index in members:
-        operator = graph.operators[index]
-        loop = structure.loops[index]
-        blocked.update(u.init for u in operator.outputs if u.init is not None)
-        for use in operator.inputs:
-            key = use.storage
-            if key is None or graph.storages[key].producer in member_set:
-                continue
-            rows = [r for r in range(use.access.rank) if use.access.coeffs[r][loop]]
-            if (
-                key[0] not in ("gen", "arg", "pad")
-                or use.through_view
-                or len(rows) != 1
-                or use.access.coeffs[rows[0]][loop] < 0
-            ):
-                blocked.add(key)
-                continue
-            storage = graph.storages[key]
-            owner = defining_op(operand_value(operator, use, init=False))
-            interior = bool(storage.low) and (owner is None or owner.name != "tensor.pad")
-            dim, reads = found.setdefault(key, (rows[0], []))
-            if dim != rows[0]:
-                blocked.add(key)
-            reads.append(_LoadedRead(index, use.access, storage.low[dim] if interior else 0))
+    outside, blocked = reads_from_outside(graph, members)
+    for operator, use in outside:
+        key = use.storage
+        assert key is not None
+        loop = structure.loops[operator.index]
+        rows = [r for r in range(use.access.rank) if use.access.coeffs[r][loop]]
+        if (
+            key[0] not in ("gen", "arg", "pad")
+            or use.through_view
+            or len(rows) != 1
+            or use.access.coeffs[rows[0]][loop] < 0
+        ):
+            blocked.add(key)
+            continue
+        storage = graph.storages[key]
+        owner = defining_op(operand_value(operator, use, init=False))
+        interior = bool(storage.low) and (owner is None or owner.name != "tensor.pad")
+        dim, reads = found.setdefault(key, (rows[0], []))
+        if dim != rows[0]:
+            blocked.add(key)
+        reads.append(_LoadedRead(operator.index, use.access, storage.low[dim] if interior else 0))
     return {
         key: entry
         for key, entry in found.items()

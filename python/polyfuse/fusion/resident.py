@@ -17,7 +17,7 @@ import math
 from torch_mlir import ir
 
 from polyfuse.analysis.operators import static_shape
-from polyfuse.fusion.graph import OperatorGraph, StorageKey, operand_value
+from polyfuse.fusion.graph import OperatorGraph, StorageKey, operand_value, reads_from_outside
 from polyfuse.lowering.tile_nest import padded
 
 Resident = dict[ir.Value, tuple[StorageKey, int]]  # value -> (its storage, elements)
@@ -32,25 +32,20 @@ def resident_candidates(
     (operator -> the loop the group repeats), every read through the same value;
     largest first. Without a repeated loop (`loops` None): the inputs more than one
     member reads (a layer norm's input, read by its statistics and its normalisation)."""
-    member_set = set(members)
     values: Resident = {}
     by_storage: dict[StorageKey, set[ir.Value]] = {}
     readers: dict[StorageKey, set[int]] = {}
-    varying: set[StorageKey] = set()
-    for index in members:
-        operator = graph.operators[index]
-        varying.update(u.init for u in operator.outputs if u.init is not None)
-        for use in operator.inputs:
-            key = use.storage
-            if key is None or graph.storages[key].producer in member_set:
-                continue
-            readers.setdefault(key, set()).add(index)
-            if loops is not None and any(row[loops[index]] for row in use.access.coeffs):
-                varying.add(key)
-                continue
-            value = operand_value(operator, use, init=False)
-            by_storage.setdefault(key, set()).add(value)
-            values[value] = (key, math.prod(static_shape(value)))
+    reads, varying = reads_from_outside(graph, members)
+    for operator, use in reads:
+        key = use.storage
+        assert key is not None
+        readers.setdefault(key, set()).add(operator.index)
+        if loops is not None and any(row[loops[operator.index]] for row in use.access.coeffs):
+            varying.add(key)
+            continue
+        value = operand_value(operator, use, init=False)
+        by_storage.setdefault(key, set()).add(value)
+        values[value] = (key, math.prod(static_shape(value)))
     kept = {
         value: entry
         for value, entry in values.items()

@@ -24,6 +24,7 @@ from polyfuse.fusion import planner
 from polyfuse.fusion.graph import build_graph
 from polyfuse.fusion.halo import HaloGroupPlan, band_ranges, band_structure, footprint_floor
 from polyfuse.models.small import ConvChain
+from polyfuse.testing.fused import compile_fused_checked
 from polyfuse.testing.targets import edge_like
 
 TARGET = edge_like(32768)  # hand-countable traffic under a small scratchpad
@@ -59,21 +60,7 @@ def _input_copied_to_its_padded_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
 def _compile(model: torch.nn.Module, batch: int = 1) -> tuple[CompiledModel, torch.Tensor]:
     torch.manual_seed(0)
     x = torch.randn(batch, CHANNELS, SIZE, SIZE)
-    # traffic_first: the bytes planner's choice (by default a faster plain partition
-    # may replace the halo group, planner._faster_segments)
-    compiled = polyfuse.compile(model, [x], target=TARGET, schedule="fused", traffic_first=True)
-    assert compiled.fusion_fallback == ""
-    output = compiled(x)
-    assert isinstance(output, torch.Tensor)
-    with torch.no_grad():
-        torch.testing.assert_close(output, model(x), rtol=1e-4, atol=1e-4)
-    report = compiled.report
-    assert report is not None
-    copies = sum(r.planned_dram_bytes for r in compiled.operators if r.kind == "copy")
-    assert compiled.fusion_plans[0].predicted_bytes + copies == report.dram_bytes
-    assert report.planned_bytes == report.dram_bytes
-    assert report.stats.spm_peak_bytes <= 32768
-    return compiled, x
+    return compile_fused_checked(model, x, TARGET), x
 
 
 def _hand_count(
