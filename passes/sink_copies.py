@@ -54,10 +54,12 @@ def sink_copies(module: ir.Operation) -> int:
 
 def _sink_in_block(block: ir.Block) -> int:
     moved = 0
+    position: dict[ir.Operation, int] = {}  # program positions, renumbered after a move
     for op in [o.operation for o in block.operations]:
         if not _copies_its_input(op):
             continue
-        position = {o.operation: n for n, o in enumerate(block.operations)}
+        if not position:
+            position = {o.operation: n for n, o in enumerate(block.operations)}
         users = [use.owner.operation for use in op.result.uses]
         if not users or any(user not in position for user in users):
             continue  # used inside a nested region: leave it
@@ -65,6 +67,7 @@ def _sink_in_block(block: ir.Block) -> int:
         if position[first] > position[op] + 1:
             op.move_before(first)
             moved += 1
+            position = {}
     return moved
 
 

@@ -127,6 +127,10 @@ class HaloGroupPlan(GroupPlan):
     def operator_plans(self) -> list[tuple[int, OperatorPlan]]:
         return [item for band in self.bands for item in band.plans.items()]
 
+    def buffer_shapes(self) -> list[tuple[int, ...]]:
+        """The band buffers, then those of the inputs loaded per band."""
+        return [*self.slice_shapes.values(), *self.loaded.values()]
+
 
 @dataclass
 class _Structure:
@@ -586,7 +590,7 @@ def _shapes(
                 if loads and not loaded:
                     continue  # nothing to load: the same banding as without
                 key = (tuple(members), last_loop, height, tile, False, loads)
-                if key not in bandings:
+                if key not in bandings:  # (without loads: `plain`, made above)
                     bandings[key] = _with_loads(graph, structure, bandings[plain], loaded)
                 banding = bandings[key]
                 if banding is None:
@@ -709,6 +713,17 @@ def _heights(extent: int) -> list[int]:
     return [*heights, extent]
 
 
+@dataclass(frozen=True)
+class _Load:
+    """How a banding loads one input per band (`_load_rows`)."""
+
+    shape: tuple[int, ...]  # its buffer: one band's rows, one batch tile
+    elements: np.ndarray  # per band: the rows no earlier band of its batch tile held
+    reader: int  # the member each band's load is charged to
+    dim: int  # the band dim
+    batch_dim: int | None  # the batch dim, under batch tiles
+
+
 @dataclass
 class _Banding:
     """One band height's bands, all at once (arrays with one entry per band)."""
@@ -721,18 +736,14 @@ class _Banding:
     counts: dict[tuple[int, int], int] = field(default_factory=dict)  # see `_band_counts`
     cached: bool = False  # `loops` are the rows each band computes new (`_cache_variant`)
     batch: _Batch | None = None  # the bands run once per batch tile (`_batch_loops`)
-    # Inputs loaded per band (`_loaded_inputs`; their rows are in `rows`): buffer shapes
-    # (counted in `elements`), elements each band loads (the rows no earlier band of
-    # its batch tile loaded), the member each band's load is charged to.
-    loaded: dict[StorageKey, tuple[int, ...]] = field(default_factory=dict)
-    loads: dict[StorageKey, np.ndarray] = field(default_factory=dict)
-    load_readers: dict[StorageKey, int] = field(default_factory=dict)
-    load_dims: dict[StorageKey, tuple[int, int | None]] = field(default_factory=dict)  # band, batch
+    # Inputs loaded per band (`_loaded_inputs`; their rows are in `rows`, their buffers
+    # counted in `elements`).
+    loaded: dict[StorageKey, _Load] = field(default_factory=dict)
 
     @property
     def load_elements(self) -> int:
         """Elements the loaded inputs move over all bands and batch tiles."""
-        return self.trips * sum(int(loads.sum()) for loads in self.loads.values())
+        return self.trips * sum(int(load.elements.sum()) for load in self.loaded.values())
 
     @property
     def trips(self) -> int:
@@ -802,8 +813,7 @@ def _with_loads(
     tile)."""
     if banding is None:
         return None
-    banding = replace(banding, rows=dict(banding.rows), counts={})
-    banding.loaded, banding.loads, banding.load_readers, banding.load_dims = {}, {}, {}, {}
+    banding = replace(banding, rows=dict(banding.rows), counts={}, loaded={})
     for key, entry in loaded.items():
         if not _load_rows(graph, structure, banding, key, entry):
             return None
@@ -844,10 +854,10 @@ def _load_rows(
         row_elements = row_elements // storage.shape[batch_dim] * banding.batch.tile
     new_first = np.minimum(np.concatenate([first[:1], np.maximum(first[1:], end[:-1])]), end)
     banding.rows[key] = (first, end)
-    banding.loaded[key] = tuple(shape)
-    banding.loads[key] = (end - new_first) * row_elements
-    banding.load_readers[key] = min(read.reader for read in reads)
-    banding.load_dims[key] = (dim, batch_dim)
+    reader = min(read.reader for read in reads)
+    banding.loaded[key] = _Load(
+        tuple(shape), (end - new_first) * row_elements, reader, dim, batch_dim
+    )
     banding.elements += padded(_product(tuple(shape)))
     return True
 
@@ -991,9 +1001,9 @@ def _cost(
                 if number == 0:
                     traffic += loads.get(index, 0)
                 loaded = sum(  # this band's rows of the inputs loaded per band
-                    int(banding.loads[key][number % count])
-                    for key, reader in banding.load_readers.items()
-                    if reader == index
+                    int(load.elements[number % count])
+                    for load in banding.loaded.values()
+                    if load.reader == index
                 )
                 traffic += loaded
                 starts = {loop: first}
@@ -1020,7 +1030,7 @@ def _cost(
             held,
             band_loops=dict(structure.loops),
             band_dims={k: structure.dims[k] for k in internal}
-            | {k: dims[0] for k, dims in banding.load_dims.items()},
+            | {k: load.dim for k, load in banding.loaded.items()},
             band_height=banding.height,
             bands=bands,
             resident=dict(resident),
@@ -1028,8 +1038,12 @@ def _cost(
             batch_dims={}
             if banding.batch is None
             else dict(banding.batch.dims)
-            | {k: dims[1] for k, dims in banding.load_dims.items() if dims[1] is not None},
-            loaded=dict(banding.loaded),
+            | {
+                k: load.batch_dim
+                for k, load in banding.loaded.items()
+                if load.batch_dim is not None
+            },
+            loaded={k: load.shape for k, load in banding.loaded.items()},
         )
 
     return total, build

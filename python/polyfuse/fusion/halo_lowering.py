@@ -55,12 +55,13 @@ def lower_halo_member(
     with lowering.point:
         _plan_dram_outputs(lowering, group)
         lowering.load_resident(group)
+        sources = _load_sources(lowering, group)
         for number, band in enumerate(group.bands):
             previous = group.bands[number - 1] if number else None
             if previous is not None and previous.batch != band.batch:
                 previous = None  # a new batch tile: nothing shared with the last band
             _enter_band(lowering, group, band, number, previous if group.cached else None)
-            _load_band(lowering, group, band, previous)
+            _load_band(lowering, group, band, previous, sources)
             for index in group.operators:
                 lowering._lower_operator(lowering.graph.operators[index], group, band.plans[index])
         lowering.release(group)
@@ -111,13 +112,12 @@ def _enter_band(
     for key, whole in lowering.spm[group.operators[0]].items():
         dim = group.band_dims[key]
         first, end = band.rows[key]
-        kept_end = first  # rows [first, kept_end) come from the previous band
-        if previous is not None:
-            old_first, old_end = previous.rows[key]
-            kept_end = max(first, min(old_end, end))
-            _move_rows(whole, dim, kept_end - first, first - old_first)
-        offset = whole.offset - first * whole.strides[dim] - _batch_shift(group, band, key, whole)
-        virtual = DramTensor(whole.buffer, whole.shape, whole.strides, offset)
+        kept_end = _keep_rows(
+            whole, dim, band.rows[key], None if previous is None else previous.rows[key]
+        )
+        virtual = DramTensor(
+            whole.buffer, whole.shape, whole.strides, _origin(group, band, key, whole)
+        )
         kind, owner = key
         if kind == "gen":
             assert isinstance(owner, ir.Value)
@@ -126,8 +126,7 @@ def _enter_band(
         assert isinstance(owner, ir.Operation)
         low = list(ir.DenseI64ArrayAttr(owner.attributes["static_low"]))
         state.locations[owner.result] = virtual
-        source_shape = list(static_shape(owner.operands[0]))
-        state.planned[owner.operands[0]] = virtual.slice(low, source_shape, [1] * len(low))
+        state.planned[owner.operands[0]] = _interior(virtual, owner)
         interior = lowering.graph.storages[key].shape[dim] - low[dim]
         interior -= list(ir.DenseI64ArrayAttr(owner.attributes["static_high"]))[dim]
         if previous is not None:  # only the new rows may need it (padding columns kept)
@@ -139,9 +138,7 @@ def _enter_band(
             lowering._fill_border(key, whole)
     for key, (root, offsets) in group.aliases.items():  # inside their owner's buffer
         whole = lowering.spm[group.operators[0]][root]
-        dim = group.band_dims[root]
-        origin = whole.offset - band.rows[root][0] * whole.strides[dim]
-        origin -= _batch_shift(group, band, root, whole)
+        origin = _origin(group, band, root, whole)
         origin += sum(o * s for o, s in zip(offsets, whole.strides, strict=True))
         owner = key[1]
         assert key[0] == "gen" and isinstance(owner, ir.Value)
@@ -150,62 +147,89 @@ def _enter_band(
 
 
 def _load_band(
-    lowering: _FusedLowering, group: HaloGroupPlan, band: Band, previous: Band | None
+    lowering: _FusedLowering,
+    group: HaloGroupPlan,
+    band: Band,
+    previous: Band | None,
+    sources: dict[StorageKey, tuple[DramTensor, set[ir.Value]]],
 ) -> None:
     """Bring the band's rows of every input loaded per band into its buffer: the rows
     the previous band of the batch tile held are moved to the top of the buffer, the
     rest are DMA'd from DRAM; then point the members' reads at the buffer (shifted by
-    the band's first row, as for internal storages)."""
+    the band's first row, as for internal storages). `sources`: each input's DRAM
+    location and the values the members read it through (`_load_sources`)."""
     for key, whole in lowering.loaded.items():
         dim = group.band_dims[key]
         first, end = band.rows[key]
-        kept_end = first
-        if previous is not None:
-            old_first, old_end = previous.rows[key]
-            kept_end = max(first, min(old_end, end))
-            _move_rows(whole, dim, kept_end - first, first - old_first)
-        source = _dram_location(lowering, key)
+        kept_end = _keep_rows(
+            whole, dim, band.rows[key], None if previous is None else previous.rows[key]
+        )
+        source, values = sources[key]
         if kept_end < end:
             offsets, sizes = [0] * len(whole.shape), list(whole.shape)
             offsets[dim], sizes[dim] = kept_end, end - kept_end
+            rows = list(offsets)  # where they go in the buffer
+            rows[dim] -= first
             if key in group.batch_dims:
                 offsets[group.batch_dims[key]] = band.batch
             ones = [1] * len(sizes)
-            rows = list(offsets)
-            rows[dim] -= first
-            if key in group.batch_dims:
-                rows[group.batch_dims[key]] = 0
             dma_copy(whole.slice(rows, sizes, ones), source.slice(offsets, sizes, ones))
-        offset = whole.offset - first * whole.strides[dim] - _batch_shift(group, band, key, whole)
-        virtual = DramTensor(whole.buffer, source.shape, whole.strides, offset)
+        virtual = DramTensor(
+            whole.buffer, source.shape, whole.strides, _origin(group, band, key, whole)
+        )
         pad = key[1] if key[0] == "pad" else None
-        for value in _read_values(lowering, group, key):
-            lowering.band_views[value] = virtual
-            if isinstance(pad, ir.Operation) and value != pad.result:  # reads the interior
-                low = list(ir.DenseI64ArrayAttr(pad.attributes["static_low"]))
-                shape = list(static_shape(value))
-                lowering.band_views[value] = virtual.slice(low, shape, [1] * len(low))
+        for value in values:
+            inside = isinstance(pad, ir.Operation) and value != pad.result
+            lowering.band_views[value] = _interior(virtual, pad) if inside else virtual
 
 
-def _dram_location(lowering: _FusedLowering, key: StorageKey) -> DramTensor:
-    """Where a storage produced before the group lives in DRAM, in storage coords."""
-    owner = key[1]
-    if key[0] == "pad":
-        assert isinstance(owner, ir.Operation)
-        return lowering._location(owner.result)
-    assert isinstance(owner, ir.Value)
-    return lowering._location(owner)
-
-
-def _read_values(lowering: _FusedLowering, group: HaloGroupPlan, key: StorageKey) -> set[ir.Value]:
-    """The values through which the group's members read storage `key`."""
-    values = set()
+def _load_sources(
+    lowering: _FusedLowering, group: HaloGroupPlan
+) -> dict[StorageKey, tuple[DramTensor, set[ir.Value]]]:
+    """For every input the group loads per band: where it lives in DRAM (storage coords)
+    and the values through which the members read it."""
+    sources: dict[StorageKey, tuple[DramTensor, set[ir.Value]]] = {}
+    for key in group.loaded:
+        owner = key[1]
+        value = owner.result if isinstance(owner, ir.Operation) else owner  # a pad: its result
+        sources[key] = (lowering._location(value), set())
     for index in group.operators:
         operator = lowering.graph.operators[index]
         for use in operator.inputs:
-            if use.storage == key:
-                values.add(operand_value(operator, use, init=False))
-    return values
+            if use.storage in sources:
+                sources[use.storage][1].add(operand_value(operator, use, init=False))
+    return sources
+
+
+def _keep_rows(
+    whole: DramTensor, dim: int, rows: tuple[int, int], before: tuple[int, int] | None
+) -> int:
+    """Move the rows of band `rows` ([first, end)) the band before it held (`before`,
+    None: none) to the top of buffer `whole`; returns where the rows kept end."""
+    first, end = rows
+    if before is None:
+        return first
+    kept_end = max(first, min(before[1], end))
+    _move_rows(whole, dim, kept_end - first, first - before[0])
+    return kept_end
+
+
+def _origin(group: HaloGroupPlan, band: Band, key: StorageKey, whole: DramTensor) -> int:
+    """The virtual origin of storage `key`'s band buffer `whole`: where its element 0
+    would be, so that the band's rows (and batch tile) land in the buffer."""
+    first = band.rows[key][0]
+    return (
+        whole.offset
+        - first * whole.strides[group.band_dims[key]]
+        - _batch_shift(group, band, key, whole)
+    )
+
+
+def _interior(padded_view: DramTensor, pad: ir.Operation) -> DramTensor:
+    """The view of a padded storage's interior (what the pad's source reads and writes)."""
+    low = list(ir.DenseI64ArrayAttr(pad.attributes["static_low"]))
+    shape = list(static_shape(pad.operands[0]))
+    return padded_view.slice(low, shape, [1] * len(low))
 
 
 def _batch_shift(group: HaloGroupPlan, band: Band, key: StorageKey, whole: DramTensor) -> int:

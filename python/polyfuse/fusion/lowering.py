@@ -238,10 +238,7 @@ class _FusedLowering:
         """DMA every resident input (`resident.py`) into the scratchpad once, above the
         internal storages, where the group's operators read it."""
         offset = self.bottom_held
-        shapes = [*group.slice_shapes.values()]
-        if isinstance(group, HaloGroupPlan):
-            shapes += group.loaded.values()  # the inputs loaded per band, after the bands
-        offset += sum(padded(int(np.prod(s))) for s in shapes)
+        offset += sum(padded(int(np.prod(s))) for s in group.buffer_shapes())
         for value, (_, elements) in group.resident.items():
             source = self._view_location(value)
             buffer = accel.alloc(elements, offset * 4)

@@ -133,6 +133,11 @@ class GroupPlan:
     def bytes(self) -> int:
         return sum(p.bytes for p in self.plans.values())
 
+    def buffer_shapes(self) -> list[tuple[int, ...]]:
+        """The buffers it holds from the bottom of the scratchpad up, below its resident
+        inputs: its internal storages' slices."""
+        return list(self.slice_shapes.values())
+
     def outer_loops(self) -> tuple[tuple[int, int], ...]:
         """(tile, trips) of each outer tile loop, outer first: `outer`, or the one loop
         along the shared dimension."""
