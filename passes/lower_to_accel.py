@@ -8,10 +8,16 @@ from typing import ClassVar
 from torch_mlir import ir
 
 from polyfuse.dialects import accel
-from polyfuse.lowering.contraction_embedding import check_strategy
+from polyfuse.lowering.contraction_embedding import EMBEDDINGS
+from polyfuse.lowering.dram import check_tensor_sizes
 from polyfuse.lowering.layer_by_layer import OperatorRecord, lower_function
-from polyfuse.pass_base import ModulePass
+from polyfuse.pass_base import ModulePass, option
 from polyfuse.targets import Target, load_target
+
+SCHEDULES = ("layer-by-layer", "fused")
+# Copies of an inner tile for DMA/compute overlap: 1 (none), 2 (double buffering), ... A
+# few suffice to hide a DMA; each copy takes scratchpad room from the tile itself.
+MAX_BUFFERS = 8
 
 
 def target_attribute(target: Target) -> ir.Attribute:
@@ -48,6 +54,7 @@ def lower_module(
             for t in [*function_type.inputs, *function_type.results]
         ):
             continue
+        check_tensor_sizes(function)
         with function.location:
             records += lower_function(function, module_op, target, buffers, embedding)
     with module_op.location:
@@ -77,9 +84,9 @@ class LowerToAccel(ModulePass):
 
     name: ClassVar[str] = "polyfuse-lower-to-accel"
     target: str = "edge"
-    buffers: int = 1
-    schedule: str = "layer-by-layer"  # or "fused" (issue 4, see docs/fusion.md)
-    embedding: str = "csp"  # or "fixed" / "heuristic" (issue 6, see docs/embedding.md)
+    buffers: int = option(1, limits=(1, MAX_BUFFERS))
+    schedule: str = option("layer-by-layer", choices=SCHEDULES)  # fused: docs/fusion.md
+    embedding: str = option("csp", choices=EMBEDDINGS)  # docs/embedding.md
     halo: bool = True  # fused: row-band groups of convolution chains (docs/fusion.md)
 
     def run(self, module: ir.Operation) -> None:
@@ -89,7 +96,4 @@ class LowerToAccel(ModulePass):
             target = load_target(self.target)
             lower_module_fused(module, target, self.buffers, self.embedding, halo=self.halo)
             return
-        if self.schedule != "layer-by-layer":
-            raise ValueError(f"schedule must be 'layer-by-layer' or 'fused', got '{self.schedule}'")
-        check_strategy(self.embedding)
         lower_module(module, load_target(self.target), self.buffers, self.embedding)

@@ -39,5 +39,9 @@ config.substitutions.append((_tool("FileCheck"), f"{_python} -m filecheck"))
 
 # Test the polyfuse that this interpreter imports: the installed package (CI), or the
 # sources when the developer runs with PYTHONPATH=python (see README, "Developing").
+# RUN lines run in other folders: a relative entry (`PYTHONPATH=python`) is made absolute,
+# or they would silently import the installed copy instead of the sources.
 if os.environ.get("PYTHONPATH"):
-    config.environment["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    config.environment["PYTHONPATH"] = os.pathsep.join(
+        os.path.abspath(entry) for entry in os.environ["PYTHONPATH"].split(os.pathsep)
+    )

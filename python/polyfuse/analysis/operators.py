@@ -7,12 +7,18 @@ block arguments the body actually reads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch_mlir import ir
 
 from polyfuse.analysis.affine import AffineAccess, access_from_map
 from polyfuse.errors import UnsupportedError
+
+# The most iterations one operator may run: its cycle and traffic estimates (in numpy and
+# in the CP-SAT embedding model) then stay within 64-bit integers. A 2**48-MAC operator
+# keeps a 128x128 PE array busy for over four hours of emulated time at 1 GHz.
+MAX_OPERATOR_ITERATIONS = 2**48
 
 
 @dataclass
@@ -102,6 +108,12 @@ def generic_operator(op: ir.Operation) -> GenericOperator:
             )
         )
     extents = _loop_extents(op, operands, len(iterators))
+    if math.prod(extents) > MAX_OPERATOR_ITERATIONS:
+        raise UnsupportedError(
+            f"{location_text(op)}: operator with loop extents {tuple(extents)} runs "
+            f"{math.prod(extents)} iterations, more than the {MAX_OPERATOR_ITERATIONS} (2**48) "
+            "polyfuse plans; split it or use smaller shapes"
+        )
     return GenericOperator(
         op=op,
         extents=tuple(extents),

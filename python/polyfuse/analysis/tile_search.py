@@ -23,6 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from polyfuse.analysis.affine import AffineAccess
+from polyfuse.analysis.divisors import divisors
 
 MAX_CANDIDATE_TILINGS = 200_000
 
@@ -60,11 +61,6 @@ class Tiling:
 
     def trips(self, extents: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(e // t for e, t in zip(extents, self.tile, strict=True))
-
-
-@lru_cache(maxsize=1024)
-def _divisors(n: int) -> tuple[int, ...]:
-    return tuple(d for d in range(1, n + 1) if n % d == 0)
 
 
 def search_cached(
@@ -121,9 +117,9 @@ def _candidates(problem: TilingProblem) -> list[list[int]]:
         if problem.fixed_full and problem.fixed_full[loop]:
             lists.append([extent])
         elif problem.multiple_of and problem.multiple_of[loop] > 1:
-            lists.append([d for d in _divisors(extent) if d % problem.multiple_of[loop] == 0])
+            lists.append([d for d in divisors(extent) if d % problem.multiple_of[loop] == 0])
         else:
-            lists.append(list(_divisors(extent)))
+            lists.append(list(divisors(extent)))
     total = int(np.prod([len(c) for c in lists], dtype=np.float64))
     if total > MAX_CANDIDATE_TILINGS:
         # Too many combinations: keep powers of two and the full extent.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from polyfuse.analysis.divisors import divisors
 from polyfuse.embedding.embedding import Embedding, Part
 from polyfuse.embedding.instruction import InstructionModel
 from polyfuse.embedding.layout import ELEMENT_BYTES, block_pad
@@ -76,11 +77,7 @@ class LoweredOperator:
 
 def _largest_block_divisor(padded: int, block: int, cap: int) -> int:
     blocks = padded // block
-    best = 1
-    for d in range(1, blocks + 1):
-        if blocks % d == 0 and d * block <= max(cap, block):
-            best = d
-    return best * block
+    return max(d for d in divisors(blocks) if d * block <= max(cap, block)) * block
 
 
 def choose_tiles(emb: Embedding, instruction: InstructionModel) -> Tiles:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
+from polyfuse.analysis.divisors import divisors
 from polyfuse.embedding.embedding import Embedding, Part, check_embedding, cycles_of
 from polyfuse.embedding.instruction import InstructionModel
 from polyfuse.embedding.layout import LayoutCost, dim_strides, layout_cost, part_stride
@@ -73,10 +74,6 @@ def _slots_for(role: str) -> tuple[str, ...]:
         "rhs": ("stream", "block_out", "loops"),
         "reduction": ("block_in", "loops"),
     }[role]
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _product(
@@ -128,7 +125,7 @@ def _build(
             continue
         role = op.role(dim)
         if role == "batch":
-            packs = _divisors(extent) if limits.diagonal else [1]
+            packs = list(divisors(extent)) if limits.diagonal else [1]
             choices = {p: model.new_bool_var(f"pack_{dim}_{p}") for p in packs}
             model.add_exactly_one(choices.values())
             pack.update({(dim, p): var for p, var in choices.items()})

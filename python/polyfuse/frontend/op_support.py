@@ -8,6 +8,9 @@ deep inside the lowering.
 from __future__ import annotations
 
 import inspect
+import itertools
+import operator
+import os
 
 import torch
 from torch.fx.experimental.optimization import fuse
@@ -123,8 +126,10 @@ SUPPORTED_ATEN_OPS: frozenset[str] = frozenset(
     }
 )
 
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
-def _aten_name(target: object) -> str | None:
+
+def aten_name(target: object) -> str | None:
     name = getattr(target, "__name__", None) or str(target)
     if not hasattr(target, "_schema") and not str(target).startswith("aten."):
         return None
@@ -134,14 +139,18 @@ def _aten_name(target: object) -> str | None:
     return base.split(".")[0]
 
 
-def _source_line(node: torch.fx.Node, model: torch.nn.Module | None) -> str:
+def source_line(node: torch.fx.Node, model: torch.nn.Module | None) -> str:
     """`file:line: code` of the model source that created `node`, when it can be found."""
     trace = node.meta.get("stack_trace") or ""
     lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
-    for index in range(len(lines) - 1, -1, -1):  # the innermost frame is last
-        if lines[index].startswith("File "):
-            code = lines[index + 1] if index + 1 < len(lines) else ""
-            return f"{lines[index]}: {code}"
+    frames = [index for index, line in enumerate(lines) if line.startswith("File ")]
+    # The innermost frame is last; the innermost one in the user's code (not inside
+    # torch, e.g. nn.ConvTranspose2d.forward) is the line to show.
+    users = [index for index in frames if _TORCH_DIR not in lines[index]]
+    for index in (users or frames)[-1:]:
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        code = "" if following.startswith("File ") else following
+        return f"{lines[index]}: {code}" if code else lines[index]
     return _line_in_forward(node, model)
 
 
@@ -174,11 +183,11 @@ def check_supported(
     for node in program.graph.nodes:
         if node.op != "call_function":
             continue
-        name = _aten_name(node.target)
+        name = aten_name(node.target)
         if name is None:
             continue  # operator.getitem and other Python-level glue
         if name not in SUPPORTED_ATEN_OPS:
-            where = _source_line(node, model)
+            where = source_line(node, model)
             raise UnsupportedError(
                 f"operator aten.{name} is not supported"
                 f"{' (' + where + ')' if where else ''}.\n"
@@ -188,6 +197,7 @@ def check_supported(
                 "reshape, flatten, permute/transpose, concat, slice. Rewrite the model "
                 "with these, or run that part eagerly."
             )
+        _check_variant(node, name, model)
         value = node.meta.get("val")
         values = value if isinstance(value, list | tuple) else [value]
         for item in values:
@@ -198,10 +208,87 @@ def check_supported(
                     continue
                 raise UnsupportedError(
                     f"operator aten.{name} produces a {item.dtype} tensor"
-                    f"{' at ' + _source_line(node, model) if _source_line(node, model) else ''}; "
+                    f"{' at ' + source_line(node, model) if source_line(node, model) else ''}; "
                     "polyfuse supports float32 tensors only (integer and mixed-precision "
                     "models are not supported yet)"
                 )
+
+
+def _check_variant(node: torch.fx.Node, name: str, model: torch.nn.Module | None) -> None:
+    """Refuse what polyfuse cannot lower (yet) in a supported operator, and tensors with
+    no elements, naming the operator and the model's source line: the lowering would
+    only name its own internals."""
+    problem = _unsupported_variant(node, name)
+    value = node.meta.get("val")
+    for item in value if isinstance(value, list | tuple) else [value]:
+        if problem is None and isinstance(item, torch.Tensor) and item.numel() == 0:
+            problem = (
+                f"produces a tensor of shape {tuple(item.shape)}, with no elements",
+                "polyfuse compiles tensors with at least one element (check the sizes of "
+                "slices and splits)",
+            )
+    if problem is None:
+        return
+    what, todo = problem
+    where = source_line(node, model)
+    raise UnsupportedError(
+        f"operator aten.{name} {what}{' (' + where + ')' if where else ''}; {todo}"
+    )
+
+
+def _unsupported_variant(node: torch.fx.Node, name: str) -> tuple[str, str] | None:
+    """What polyfuse cannot lower (yet) in this use of a supported operator, and what to
+    do instead; None when it can."""
+    if name == "convolution" and _argument(node, 6, "transposed", False):
+        return (
+            "with transposed=True (ConvTranspose) is not supported yet",
+            "run that part of the model eagerly",
+        )
+    if name == "avg_pool2d" and _argument(node, 4, "ceil_mode", False):
+        return (
+            "with ceil_mode=True is not supported yet",
+            "use ceil_mode=False (pad the input if the last window must be kept)",
+        )
+    if name == "max_pool2d_with_indices" and _indices_used(node):
+        return (
+            "with return_indices=True is not supported yet: the model uses the indices",
+            "use only the pooled values",
+        )
+    if name == "adaptive_avg_pool2d":
+        source = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+        output = _argument(node, 1, "output_size", None)
+        if isinstance(source, torch.Tensor) and isinstance(output, list | tuple):
+            sizes = tuple(source.shape[-2:])
+            if not all(_regular_windows(n, o) for n, o in zip(sizes, output, strict=True)):
+                return (
+                    f"from {sizes[0]}x{sizes[1]} to {output[0]}x{output[1]} is not supported: "
+                    "its windows differ in size or spacing",
+                    "use an input size that is a multiple of the output size",
+                )
+    return None
+
+
+def _argument(node: torch.fx.Node, position: int, keyword: str, default: object) -> object:
+    if len(node.args) > position:
+        return node.args[position]
+    return node.kwargs.get(keyword, default)
+
+
+def _indices_used(node: torch.fx.Node) -> bool:
+    """Whether anything but export's metadata asserts reads output 1 (the indices)."""
+    indices = [u for u in node.users if u.target is operator.getitem and u.args[1] == 1]
+    readers = [reader for user in indices for reader in user.users]
+    return any(aten_name(reader.target) != "_assert_tensor_metadata" for reader in readers)
+
+
+def _regular_windows(size: int, output: int) -> bool:
+    """Adaptive pooling of `size` to `output` is a plain pooling (equal windows, equal
+    steps), the only case the lowering gets right."""
+    starts = [i * size // output for i in range(output)]
+    ends = [-(-(i + 1) * size // output) for i in range(output)]
+    widths = {end - start for start, end in zip(starts, ends, strict=True)}
+    steps = {later - earlier for earlier, later in itertools.pairwise(starts)}
+    return len(widths) == 1 and len(steps) <= 1
 
 
 def fold_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
@@ -210,6 +297,10 @@ def fold_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
     Folding is exact up to rounding. Models FX cannot trace symbolically are returned
     unchanged; their batch norms are then lowered as elementwise operators.
     """
+    if model.training or not any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        return model  # nothing to fold: no copy of the weights
     try:
         return fuse(model, inplace=False)
     except Exception:

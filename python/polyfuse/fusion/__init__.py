@@ -12,6 +12,7 @@ from polyfuse.fusion.lowering import lower_function_fused
 from polyfuse.fusion.overlap import Overlap
 from polyfuse.fusion.planner import FusionPlan
 from polyfuse.lowering.contraction_embedding import check_strategy
+from polyfuse.lowering.dram import check_tensor_sizes
 from polyfuse.lowering.layer_by_layer import OperatorRecord
 from polyfuse.targets import Target
 
@@ -47,6 +48,7 @@ def lower_module_fused(
         function_type = ir.FunctionType(ir.TypeAttr(function.attributes["function_type"]).value)
         if not any(isinstance(t, ir.RankedTensorType) for t in function_type.inputs):
             continue
+        check_tensor_sizes(function)
         with function.location:
             function_records, plan = lower_function_fused(
                 function, module_op, target, overlap, halo

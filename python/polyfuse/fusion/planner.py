@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from polyfuse.analysis.affine import AffineAccess
+from polyfuse.analysis.divisors import divisors
 from polyfuse.analysis.tile_search import TiledOperand, Tiling, TilingProblem, search_cached
 from polyfuse.errors import ScratchpadCapacityError
 from polyfuse.fusion.breakdown import GroupTraffic
@@ -362,8 +363,7 @@ def _plan_group(
 
     def tiles(dimension: dict[int, int]) -> list[int]:
         extent = graph.operators[members[0]].generic.extents[dimension[members[0]]]
-        divisors = [d for d in range(1, extent) if extent % d == 0]
-        return sorted(divisors, reverse=True)[:TILE_CANDIDATES]
+        return sorted(divisors(extent)[:-1], reverse=True)[:TILE_CANDIDATES]
 
     singles: list[_Outer] = [[]]
     singles += [[(dimension, tile)] for dimension in dimensions for tile in tiles(dimension)]

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from torch_mlir import ir
 
+from polyfuse.analysis.operators import location_text
+from polyfuse.errors import UnsupportedError
+
 
 def row_major_strides(shape: Sequence[int]) -> tuple[int, ...]:
     strides = []
@@ -77,3 +80,47 @@ class DramTensor:
                 strides[dim] = running
                 running *= new_shape[dim]
         return DramTensor(self.buffer, tuple(new_shape), tuple(strides), self.offset)
+
+
+# The largest tensor polyfuse places in DRAM: 2**40 float32 elements (4 TiB), far beyond
+# any accelerator's DRAM, and small enough that element offsets, tile counts and traffic
+# totals stay exact in 64-bit integers.
+MAX_TENSOR_ELEMENTS = 2**40
+
+
+def check_tensor_sizes(function: ir.Operation) -> None:
+    """Refuse a tensor of a function with no elements or more than MAX_TENSOR_ELEMENTS,
+    naming the op that makes it (or the argument) before anything tiles it."""
+    name = ir.StringAttr(function.attributes["sym_name"]).value
+    block = function.regions[0].blocks[0]
+    values = [
+        (f"argument {a.arg_number} of @{name}", _location_text(a.location, name), a)
+        for a in block.arguments
+    ]
+    for op in block.operations:
+        where = location_text(op.operation)
+        values += [(f"{op.operation.name} result", where, r) for r in op.results]
+    for what, where, value in values:
+        if not isinstance(value.type, ir.RankedTensorType):
+            continue
+        shaped = ir.RankedTensorType(value.type)
+        if not shaped.has_static_shape:
+            continue
+        elements = math.prod(shaped.shape)
+        if elements == 0:
+            raise UnsupportedError(
+                f"{where}: {what} {value.type} has no elements; polyfuse "
+                "compiles tensors with at least one element (remove the empty tensor)"
+            )
+        if elements > MAX_TENSOR_ELEMENTS:
+            raise UnsupportedError(
+                f"{where}: {what} {value.type} has {elements} elements, more "
+                f"than the {MAX_TENSOR_ELEMENTS} (2**40) a tensor in polyfuse's DRAM may hold; "
+                "use smaller shapes"
+            )
+
+
+def _location_text(location: ir.Location, fallback: str) -> str:
+    """`file:line:col` of a location, else `fallback`."""
+    text = str(location).removeprefix("loc(").removesuffix(")").replace('"', "")
+    return text if text and text != "unknown" else fallback

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from torch_mlir import ir
 
+from polyfuse.analysis.divisors import divisors
 from polyfuse.analysis.operators import GenericOperator
 from polyfuse.dialects import accel
 from polyfuse.lowering.tile_compute import (
@@ -98,7 +99,7 @@ def classify_contraction(generic: GenericOperator, weight_inputs: set[int]) -> C
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+    return max(d for d in divisors(n) if d <= limit)
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,32 @@ class ExecutionStats:
         )
 
 
+SHADOW_BYTES_PER_ELEMENT = 9  # native/sanitizer.h: a state byte and an int64 writer
+
+
+def host_memory_bytes() -> int:
+    """This machine's physical memory in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_host_memory(machine: MachineParams, sanitize: bool) -> None:
+    """The native core allocates the whole scratchpad (and its shadow) when a program
+    starts: refuse one this machine cannot hold instead of failing with std::bad_alloc."""
+    per_element = FLOAT_BYTES + (SHADOW_BYTES_PER_ELEMENT if sanitize else 0)
+    needed = machine.spm_elements * per_element
+    memory = host_memory_bytes()
+    if memory and needed > memory:
+        shadow = " and its --sanitize shadow" if sanitize else ""
+        raise TargetError(
+            f"the emulator needs {needed} bytes of this machine's memory for a scratchpad of "
+            f"{machine.spm_bytes} bytes{shadow}, but the machine has {memory}; use a target "
+            "with a smaller [scratchpad] bytes"
+        )
+
+
 def machine_params(target: Target, overlap: bool = True) -> MachineParams:
     """The emulated machine of `target`; `overlap` False runs one instruction at a time."""
     return MachineParams(
@@ -233,6 +259,7 @@ def execute(
     engine slices; consecutive instructions of one operator on one engine within
     `trace_merge_gap` cycles of each other form one slice.
     """
+    _check_host_memory(machine, sanitize)
     buffers = [_flat_buffer(i, array) for i, array in enumerate(dram)]
     try:
         counters = _emulator.run(

@@ -55,6 +55,18 @@ _TABLE_KEYS = {
 }
 _PARTITION_KEYS = ("name", "bytes", "holds")
 
+# The range of every number in a target file. The emulator holds the whole scratchpad
+# (and, with --sanitize, 9 bytes of shadow per float32 element) in this machine's memory
+# while a program runs; the other limits lie far beyond any accelerator and keep the
+# emulator's 64-bit cycle and address arithmetic exact.
+SCRATCHPAD_BYTES = (4, 4 * 2**30)  # up to 4 GiB
+BANKS = (1, 1024)
+CLOCK_MHZ = (0.001, 100_000.0)  # 1 kHz to 100 GHz
+DRAM_BYTES_PER_CYCLE = (0.001, 65_536.0)
+LATENCY_CYCLES = (0, 1_000_000)
+PE_ARRAY_SIDE = (1, 4096)
+VECTOR_WIDTH = (1, 4096)
+
 
 @dataclass(frozen=True)
 class ScratchpadPartition:
@@ -145,8 +157,17 @@ def load_target(name_or_path: str | Path) -> Target:
                 f"unknown target '{text}'; presets: {', '.join(list_presets())} "
                 "(to use your own target, pass the path of its .toml file, e.g. ./my-target.toml)"
             )
+    raw = path.read_bytes()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise TargetError(
+            f"target file {path}: byte 0x{raw[error.start]:02x} on line {line} is not UTF-8 "
+            "text; a target file is a UTF-8 TOML file (see docs/targets.md)"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         # tomllib's message already ends with "(at line L, column C)".
         raise TargetError(f"target file {path}: invalid TOML: {error}") from None
@@ -164,8 +185,8 @@ def target_from_dict(data: dict[str, Any], source: str) -> Target:
     vector = reader.table(data, "vector")
     types = reader.table(data, "types")
 
-    scratchpad_bytes = reader.positive_int(
-        scratchpad, "[scratchpad]", "bytes", "the scratchpad capacity in bytes"
+    scratchpad_bytes = reader.integer(
+        scratchpad, "[scratchpad]", "bytes", "the scratchpad capacity in bytes", SCRATCHPAD_BYTES
     )
     if scratchpad_bytes % 4:
         # The emulator holds float32 elements whatever the hardware's types.
@@ -177,36 +198,50 @@ def target_from_dict(data: dict[str, Any], source: str) -> Target:
     return Target(
         name=reader.string(data, "", "name", 'a short name such as "my-accel"'),
         description=reader.string(data, "", "description", "one line describing the hardware"),
-        clock_mhz=reader.positive_number(clock, "[clock]", "mhz", "the clock frequency in MHz"),
+        clock_mhz=reader.number(clock, "[clock]", "mhz", "the clock frequency in MHz", CLOCK_MHZ),
         scratchpad_bytes=scratchpad_bytes,
-        scratchpad_banks=reader.positive_int(
-            scratchpad, "[scratchpad]", "banks", "the number of scratchpad banks", default=1
+        scratchpad_banks=reader.integer(
+            scratchpad, "[scratchpad]", "banks", "the number of scratchpad banks", BANKS, default=1
         ),
         partitions=reader.partitions(scratchpad, scratchpad_bytes),
-        dram_bytes_per_cycle=reader.positive_number(
-            dram, "[dram]", "bytes_per_cycle", "the DRAM bandwidth in bytes per accelerator cycle"
+        dram_bytes_per_cycle=reader.number(
+            dram,
+            "[dram]",
+            "bytes_per_cycle",
+            "the DRAM bandwidth in bytes per accelerator cycle",
+            DRAM_BYTES_PER_CYCLE,
         ),
-        dma_latency_cycles=reader.non_negative_int(
+        dma_latency_cycles=reader.integer(
             dram,
             "[dram]",
             "latency_cycles",
             "the cycles before a DMA transfer's first byte arrives",
+            LATENCY_CYCLES,
         ),
-        pe_rows=reader.positive_int(
-            pe_array, "[pe_array]", "rows", "the number of processing-element rows"
+        pe_rows=reader.integer(
+            pe_array, "[pe_array]", "rows", "the number of processing-element rows", PE_ARRAY_SIDE
         ),
-        pe_cols=reader.positive_int(
-            pe_array, "[pe_array]", "cols", "the number of processing-element columns"
+        pe_cols=reader.integer(
+            pe_array,
+            "[pe_array]",
+            "cols",
+            "the number of processing-element columns",
+            PE_ARRAY_SIDE,
         ),
         dataflow=reader.choice(pe_array, "[pe_array]", "dataflow", DATAFLOWS),
-        vector_width=reader.positive_int(
-            vector, "[vector]", "width", "the elements the vector unit processes per cycle"
+        vector_width=reader.integer(
+            vector,
+            "[vector]",
+            "width",
+            "the elements the vector unit processes per cycle",
+            VECTOR_WIDTH,
         ),
-        vector_latency_cycles=reader.non_negative_int(
+        vector_latency_cycles=reader.integer(
             vector,
             "[vector]",
             "latency_cycles",
             "the vector unit's pipeline latency in cycles",
+            LATENCY_CYCLES,
             default=0,
         ),
         input_types=reader.type_list(types, "[types]", "inputs"),
@@ -224,6 +259,13 @@ def _show(value: object) -> str:
     if isinstance(value, dict):
         return "a table"
     return repr(value)
+
+
+def _limit(value: int) -> str:
+    """An upper limit for error messages, with its size in GiB when it is one."""
+    return (
+        f"{value} ({value // 2**30} GiB)" if value >= 2**30 and value % 2**30 == 0 else str(value)
+    )
 
 
 def _where(place: str, key: str) -> str:
@@ -282,33 +324,40 @@ class _Reader:
             )
         return value
 
-    def positive_int(
-        self, data: dict[str, Any], place: str, key: str, hint: str, default: int | None = None
+    def integer(
+        self,
+        data: dict[str, Any],
+        place: str,
+        key: str,
+        hint: str,
+        allowed: tuple[int, int],
+        default: int | None = None,
     ) -> int:
         value = data.get(key, default) if default is not None else self._get(data, place, key, hint)
+        lowest, highest = allowed
         # bool is a subclass of int in Python, but `bytes = true` is a mistake, not 1.
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
             raise self.error(
-                f"{_where(place, key)} must be a positive integer, got {_show(value)} (set it to {hint})"
+                f"{_where(place, key)} must be an integer from {lowest} to {_limit(highest)}, "
+                f"got {_show(value)} (set it to {hint})"
             )
         return value
 
-    def non_negative_int(
-        self, data: dict[str, Any], place: str, key: str, hint: str, default: int | None = None
-    ) -> int:
-        value = data.get(key, default) if default is not None else self._get(data, place, key, hint)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.error(
-                f"{_where(place, key)} must be a non-negative integer, got {_show(value)} (set it to {hint})"
-            )
-        return value
-
-    def positive_number(self, data: dict[str, Any], place: str, key: str, hint: str) -> float:
+    def number(
+        self,
+        data: dict[str, Any],
+        place: str,
+        key: str,
+        hint: str,
+        allowed: tuple[float, float],
+    ) -> float:
         value = self._get(data, place, key, hint)
+        lowest, highest = allowed
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not is_number or not math.isfinite(value) or value <= 0:
+        if not is_number or not math.isfinite(value) or not lowest <= value <= highest:
             raise self.error(
-                f"{_where(place, key)} must be a positive number, got {_show(value)} (set it to {hint})"
+                f"{_where(place, key)} must be a number from {lowest:g} to {highest:g}, "
+                f"got {_show(value)} (set it to {hint})"
             )
         return float(value)
 
@@ -350,8 +399,12 @@ class _Reader:
             partitions.append(
                 ScratchpadPartition(
                     name=self.string(entry, place, "name", 'a name such as "inputs"'),
-                    bytes=self.positive_int(
-                        entry, place, "bytes", "the partition's capacity in bytes"
+                    bytes=self.integer(
+                        entry,
+                        place,
+                        "bytes",
+                        "the partition's capacity in bytes",
+                        (1, scratchpad_bytes),
                     ),
                     holds=self.choice(entry, place, "holds", PARTITION_ROLES),
                 )

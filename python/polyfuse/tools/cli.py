@@ -12,6 +12,7 @@ import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 
 from polyfuse.errors import PolyfuseError
 
@@ -26,7 +27,10 @@ def _run(args: argparse.Namespace) -> int:
     from polyfuse.models import get_model
     from polyfuse.report import format_fusion_groups
     from polyfuse.runtime.emulator import set_num_threads
+    from polyfuse.targets import load_target
 
+    _check_run_arguments(args)
+    load_target(args.target)  # a bad target file is reported before the model is built
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)
     model, inputs = get_model(args.model, batch=args.batch)
@@ -98,6 +102,28 @@ def _run(args: argparse.Namespace) -> int:
 
 
 TRACE_SLICES = 1_000_000  # engine slices recorded for --trace
+
+
+def _check_run_arguments(args: argparse.Namespace) -> None:
+    """Refuse values `run` cannot use before it compiles: nobody should wait minutes for
+    a compile to learn that the report cannot be written."""
+    for option, value in (("--batch", args.batch), ("--threads", args.threads)):
+        if value < 1:
+            raise PolyfuseError(f"{option} must be a positive integer, got {value}")
+    outputs = {"--json": args.json, "--trace": args.trace, "--plots": args.plots}
+    for option, path_text in outputs.items():
+        if path_text is None:
+            continue
+        path = Path(path_text)
+        folder = path.parent
+        if option != "--plots" and path.is_dir():
+            raise PolyfuseError(f"{option} {path}: is a folder; give the path of a file")
+        if option == "--plots" and path.exists() and not path.is_dir():
+            raise PolyfuseError(f"{option} {path}: is a file; give a folder for the plots")
+        if not folder.is_dir():
+            raise PolyfuseError(
+                f"{option} {path}: folder '{folder}' does not exist; create it first"
+            )
 
 
 class _Status:

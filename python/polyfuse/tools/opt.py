@@ -24,12 +24,14 @@ from torch_mlir import ir
 from polyfuse.dialects.accel import load_accel_dialect
 from polyfuse.dialects.verify import format_mlir_error
 from polyfuse.errors import PolyfuseError
+from polyfuse.pass_base import allowed_values
 from polyfuse.passes import PASS_REGISTRY
 from polyfuse.tools.pipeline import PipelineElement, parse_pipeline, run_pipeline
 
 __all__ = ["main", "parse_module", "parse_pipeline", "run_pipeline"]
 
 SPLIT_MARKER = "// -----"
+BYTECODE_MAGIC = b"ML\xefR"
 _SPLIT_LINE = re.compile(r"^// -----\s*$", re.MULTILINE)
 _TOP_LEVEL_COUNT = re.compile(r"single top-level operation, found: (\d+)")
 
@@ -42,14 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         elements = parse_pipeline(args.pass_pipeline or "")
+        _check_output_paths(args)
+        text = _read_input(args.input)
     except PolyfuseError as error:
         print(f"polyfuse-opt: error: {error}", file=sys.stderr)
-        return 1
-    try:
-        text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        print(f"polyfuse-opt: error: cannot read '{args.input}': {reason}", file=sys.stderr)
         return 1
     source_name = "<stdin>" if args.input == "-" else args.input
     chunks = _split_input(text) if args.split_input_file else [text]
@@ -62,9 +60,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = f"{SPLIT_MARKER}\n".join(outputs)
     if args.output == "-":
         sys.stdout.write(result)
-    else:
+        return 1 if failed else 0
+    try:
         Path(args.output).write_text(result)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        print(f"polyfuse-opt: error: cannot write '-o {args.output}': {reason}", file=sys.stderr)
+        return 1
     return 1 if failed else 0
+
+
+def _read_input(name: str) -> str:
+    """The input's text; MLIR bytecode is accepted and turned into text. Raises
+    PolyfuseError for a file that cannot be read or is neither UTF-8 text nor bytecode."""
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as error:
+        raise PolyfuseError(f"cannot read '{name}': {error.strerror or error}") from None
+    if data.startswith(BYTECODE_MAGIC):
+        return _bytecode_as_text(data, name)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise PolyfuseError(
+            f"'{name}' is not an MLIR file: byte 0x{data[error.start]:02x} on line {line} is "
+            "not UTF-8 text; polyfuse-opt reads MLIR as UTF-8 text or bytecode"
+        ) from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise PolyfuseError(
+            f"'{name}' is not an MLIR file: line {line} has a NUL byte (a binary file?); "
+            "polyfuse-opt reads MLIR as UTF-8 text or bytecode"
+        )
+    return text
+
+
+def _bytecode_as_text(data: bytes, name: str) -> str:
+    context = ir.Context()
+    load_accel_dialect(context)
+    try:
+        module = ir.Module.parse(data, context=context)
+    except ir.MLIRError as error:
+        raise PolyfuseError(
+            f"'{name}': invalid MLIR bytecode: {format_mlir_error(error)}"
+        ) from None
+    return str(module.operation.get_asm(enable_debug_info=True, assume_verified=True))
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse output paths that cannot be written before any pass runs."""
+    if args.output != "-":
+        output = Path(args.output)
+        if output.is_dir():
+            raise PolyfuseError(f"-o {output}: is a folder; give the path of a file to write")
+        if not output.parent.is_dir():
+            raise PolyfuseError(
+                f"-o {output}: folder '{output.parent}' does not exist; create it first"
+            )
+    folder = args.reproducer_dir
+    if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+        raise PolyfuseError(
+            f"--reproducer-dir {folder}: is a file, not a folder; give a folder (it is "
+            "created if it does not exist)"
+        )
 
 
 def parse_module(text: str, source_name: str, context: ir.Context) -> ir.Operation:
@@ -101,7 +160,10 @@ def list_passes_text() -> str:
         for field in cls.options():
             type_name = field.type if isinstance(field.type, str) else field.type.__name__
             default = field.default if field.default is not dataclasses.MISSING else "required"
-            lines.append(f"    {field.name.replace('_', '-')}=<{type_name}> (default: {default})")
+            allowed = f"; {allowed_values(field)}" if allowed_values(field) else ""
+            lines.append(
+                f"    {field.name.replace('_', '-')}=<{type_name}> (default: {default}{allowed})"
+            )
     lines.append("")
     lines.append(
         "Every upstream MLIR pass (canonicalize, cse, func.func(...), one-shot-bufferize{...}, "
@@ -124,6 +186,7 @@ def _process(
             verify_each=args.verify_each,
             large_elements_limit=args.elide_limit,
             reproducer_dir=args.reproducer_dir,
+            reproducer_weights=args.reproducer_weights,
         )
     except ir.MLIRError as error:
         print(format_mlir_error(error), file=sys.stderr)
@@ -226,7 +289,14 @@ def _argument_parser() -> argparse.ArgumentParser:
         dest="reproducer_dir",
         default=None,
         metavar="DIR",
-        help="where a failing pass's reproducer goes (default: the system temp dir)",
+        help="where a failing pass's reproducer goes (default: polyfuse-reproducers in the "
+        "system temp dir)",
+    )
+    parser.add_argument(
+        "--reproducer-weights",
+        dest="reproducer_weights",
+        action="store_true",
+        help="keep large constants (weights) in reproducers (default: elided, shapes kept)",
     )
     parser.add_argument(
         "--list-passes",

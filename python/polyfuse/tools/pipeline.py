@@ -7,7 +7,9 @@ top-level elements: names in `PASS_REGISTRY` become Python callables
 
 Each element runs in its own PassManager so that, when one fails, the IR before it is
 known: it is written to a reproducer file and the error names the one-line
-`polyfuse-opt` command that replays the failing pass.
+`polyfuse-opt` command that replays the failing pass. Reproducers go to
+`<temp dir>/polyfuse-reproducers` unless a folder is given, and leave out large
+constants (weights; their shapes stay) unless asked to keep them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ from polyfuse.passes import PASS_REGISTRY
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _MODULE_ANCHOR = "builtin.module"
+# Elements attributes and resources larger than this are elided from reproducers.
+REPRODUCER_ELIDE_LIMIT = 16
+
+
+def default_reproducer_dir() -> Path:
+    """Where reproducers go when no folder is given: one polyfuse folder in the temp dir."""
+    return Path(tempfile.gettempdir()) / "polyfuse-reproducers"
 
 
 @dataclass(frozen=True)
@@ -90,13 +99,15 @@ def run_pipeline(
     verify_each: bool = True,
     large_elements_limit: int | None = None,
     reproducer_dir: str | Path | None = None,
+    reproducer_weights: bool = False,
 ) -> None:
     """Run a pass pipeline in place on a builtin.module.
 
     Raises PipelineError with the diagnostics (`file:line:col: error: ...`) and the
     `polyfuse-opt` command that reproduces the failure from the IR before the failing
-    pass (saved under `reproducer_dir`, by default the system temp dir). Exceptions
-    other than polyfuse's own (bugs in a pass) propagate with that command as a note.
+    pass (saved under `reproducer_dir`, by default `default_reproducer_dir()`; large
+    constants are elided unless `reproducer_weights`). Exceptions other than polyfuse's
+    own (bugs in a pass) propagate with that command as a note.
     """
     operation = module.operation
     load_accel_dialect(operation.context)
@@ -124,10 +135,10 @@ def run_pipeline(
         try:
             manager.run(operation)
         except ir.MLIRError as error:
-            repro = _write_reproducer(before, element, reproducer_dir)
+            repro = _write_reproducer(before, element, reproducer_dir, reproducer_weights)
             raise PipelineError(f"{format_mlir_error(error)}\n{repro}") from None
         except Exception as error:
-            error.add_note(_write_reproducer(before, element, reproducer_dir))
+            error.add_note(_write_reproducer(before, element, reproducer_dir, reproducer_weights))
             raise
         finally:
             before.erase()
@@ -167,15 +178,28 @@ def _located(message: str, fallback: ir.Location) -> tuple[ir.Location, str]:
 
 
 def _write_reproducer(
-    before: ir.Operation, element: PipelineElement, directory: str | Path | None
+    before: ir.Operation, element: PipelineElement, directory: str | Path | None, weights: bool
 ) -> str:
-    folder = Path(directory) if directory else Path(tempfile.gettempdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", prefix="polyfuse-repro-", suffix=".mlir", dir=folder, delete=False
-    ) as file:
-        before.print(file=file, enable_debug_info=True, assume_verified=True)
-        file.write("\n")
+    folder = Path(directory) if directory else default_reproducer_dir()
+    limit = None if weights else REPRODUCER_ELIDE_LIMIT
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="polyfuse-repro-", suffix=".mlir", dir=folder, delete=False
+        ) as file:
+            before.print(
+                file=file,
+                large_elements_limit=limit,
+                large_resource_limit=limit,
+                enable_debug_info=True,
+                assume_verified=True,
+            )
+            file.write("\n")
+    except OSError as error:
+        return (
+            f"polyfuse-opt: pass '{element.name}' failed; no reproducer was written to "
+            f"{folder}: {error.strerror or error}"
+        )
     pipeline = shlex.quote(pipeline_text([element]))
     return (
         f"polyfuse-opt: pass '{element.name}' failed; the IR before it is in {file.name}; "

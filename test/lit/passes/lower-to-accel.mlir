@@ -52,7 +52,7 @@
 // CSP: affine.for %{{.*}} = 0 to 4 {
 // CSP-NEXT: affine.for %{{.*}} = 0 to 4 {
 // CSP-NEXT: "accel.matmul"{{.*}}shape = array<i64: 1, 1, 10, 16, 1, 1>
-// UNKNOWN: embedding must be one of csp, fixed, heuristic, got 'greedy'
+// UNKNOWN: polyfuse-opt: error: pass 'polyfuse-lower-to-accel': option 'embedding' must be one of csp, fixed, heuristic, got 'greedy'
 
 #map = affine_map<(d0, d1) -> (d0, d1)>
 module {

@@ -241,45 +241,53 @@ def test_toml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
         (
             "bytes = 65536",
             "bytes = -4",
-            r"\[scratchpad\] bytes must be a positive integer, got -4 \(set it to the scratchpad capacity in bytes\)",
+            r"\[scratchpad\] bytes must be an integer from 4 to 4294967296 \(4 GiB\), got -4 \(set it to the scratchpad capacity in bytes\)",
         ),
         (
             "bytes = 65536",
             "bytes = true",
-            r"\[scratchpad\] bytes must be a positive integer, got true",
+            r"\[scratchpad\] bytes must be an integer from 4 to .*, got true",
         ),
         (
             "bytes = 65536",
             "bytes = 65536.0",
-            r"\[scratchpad\] bytes must be a positive integer, got 65536\.0",
+            r"\[scratchpad\] bytes must be an integer from 4 to .*, got 65536\.0",
         ),
         (
             "bytes = 65536",
             'bytes = "64KiB"',
-            r'\[scratchpad\] bytes must be a positive integer, got "64KiB"',
+            r'\[scratchpad\] bytes must be an integer from 4 to .*, got "64KiB"',
         ),
         (
             "bytes = 65536",
             "bytes = 65536\nbanks = 0",
-            r"\[scratchpad\] banks must be a positive integer, got 0",
+            r"\[scratchpad\] banks must be an integer from 1 to 1024, got 0",
         ),
-        ("mhz = 500", "mhz = 0", r"\[clock\] mhz must be a positive number, got 0"),
-        ("mhz = 500", "mhz = false", r"\[clock\] mhz must be a positive number, got false"),
-        ("mhz = 500", "mhz = inf", r"\[clock\] mhz must be a positive number, got inf"),
+        ("mhz = 500", "mhz = 0", r"\[clock\] mhz must be a number from 0\.001 to 100000, got 0"),
+        (
+            "mhz = 500",
+            "mhz = false",
+            r"\[clock\] mhz must be a number from 0\.001 to 100000, got false",
+        ),
+        (
+            "mhz = 500",
+            "mhz = inf",
+            r"\[clock\] mhz must be a number from 0\.001 to 100000, got inf",
+        ),
         (
             "bytes_per_cycle = 4",
             "bytes_per_cycle = -1.5",
-            r"\[dram\] bytes_per_cycle must be a positive number, got -1\.5",
+            r"\[dram\] bytes_per_cycle must be a number from 0\.001 to 65536, got -1\.5",
         ),
         (
             "latency_cycles = 20",
             "latency_cycles = -1",
-            r"\[dram\] latency_cycles must be a non-negative integer, got -1",
+            r"\[dram\] latency_cycles must be an integer from 0 to 1000000, got -1",
         ),
         (
             "width = 8",
             "width = 8\nlatency_cycles = 2.5",
-            r"\[vector\] latency_cycles must be a non-negative integer, got 2\.5",
+            r"\[vector\] latency_cycles must be an integer from 0 to 1000000, got 2\.5",
         ),
         ('name = "mine"', "name = 3", r"name must be a non-empty string, got 3"),
         ("[clock]\nmhz = 500\n", "clock = 500\n", r"\[clock\] must be a table, got 500"),
@@ -316,6 +324,40 @@ def test_toml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
             r"unknown key 'nmae' at the top level \(did you mean 'name'\?\); known keys: name, description",
         ),
         ("[types]", "[memory]\nsize = 1\n\n[types]", r"unknown key 'memory' at the top level"),
+        # numbers beyond what the emulator represents or this machine could allocate
+        (
+            "bytes = 65536",
+            f"bytes = {2**70}",
+            rf"\[scratchpad\] bytes must be an integer from 4 to 4294967296 \(4 GiB\), got {2**70} ",
+        ),
+        (
+            "bytes = 65536",
+            f"bytes = {10**18}",
+            rf"\[scratchpad\] bytes must be an integer from 4 to 4294967296 \(4 GiB\), got {10**18} ",
+        ),
+        ("rows = 8", "rows = 100000", r"\[pe_array\] rows must be an integer from 1 to 4096, got"),
+        ("cols = 4", f"cols = {2**63 - 1}", r"\[pe_array\] cols must be an integer from 1 to 4096"),
+        ("width = 8", "width = 5000", r"\[vector\] width must be an integer from 1 to 4096"),
+        (
+            "mhz = 500",
+            "mhz = 1e9",
+            r"\[clock\] mhz must be a number from 0\.001 to 100000, got 1000000000\.0",
+        ),
+        (
+            "bytes_per_cycle = 4",
+            "bytes_per_cycle = 1e-300",
+            r"\[dram\] bytes_per_cycle must be a number from 0\.001 to 65536, got 1e-300",
+        ),
+        (
+            "latency_cycles = 20",
+            f"latency_cycles = {2**62}",
+            r"\[dram\] latency_cycles must be an integer from 0 to 1000000",
+        ),
+        (
+            "bytes = 65536",
+            "bytes = 65536\nbanks = 100000",
+            r"\[scratchpad\] banks must be an integer from 1 to 1024, got 100000",
+        ),
     ],
 )
 def test_invalid_field(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -361,3 +403,50 @@ def test_partitions_not_an_array_of_tables(tmp_path: Path) -> None:
     path = write(tmp_path, edit("bytes = 65536\n", "bytes = 65536\npartitions = 3\n"))
     with pytest.raises(TargetError, match=r"\[scratchpad\] partitions must be an array of tables"):
         load_target(path)
+
+
+def test_partition_larger_than_the_scratchpad_names_the_partition(tmp_path: Path) -> None:
+    path = write(tmp_path, with_partitions(inputs=2**70))
+    with pytest.raises(
+        TargetError,
+        match=r"\[\[scratchpad\.partitions\]\] #1 bytes must be an integer from 1 to 65536, got",
+    ):
+        load_target(path)
+
+
+def test_non_utf8_target_file(tmp_path: Path) -> None:
+    path = tmp_path / "my.toml"
+    path.write_bytes(VALID.encode() + b'note = "\xff\xfe"\n')
+    with pytest.raises(
+        TargetError,
+        match=rf"^target file {re.escape(str(path))}: byte 0xff on line 25 is not UTF-8 text; "
+        r"a target file is a UTF-8 TOML file",
+    ):
+        load_target(path)
+
+
+def test_emulator_refuses_a_scratchpad_larger_than_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+
+    from polyfuse.runtime import emulator
+    from polyfuse.runtime.program import ProgramBuilder
+
+    monkeypatch.setattr(emulator, "host_memory_bytes", lambda: 1000)
+    program = ProgramBuilder().build()
+    machine = emulator.machine_params(target_from_dict(_small_target(), source="<test>"))
+    with pytest.raises(
+        TargetError,
+        match=r"the emulator needs 4096 bytes of this machine's memory for a scratchpad of 4096 "
+        r"bytes, but the machine has 1000; use a target with a smaller \[scratchpad\] bytes",
+    ):
+        emulator.execute(program, [np.zeros(4, dtype=np.float32)], machine)
+
+
+def _small_target() -> dict[str, object]:
+    import tomllib
+
+    data = tomllib.loads(VALID)
+    data["scratchpad"]["bytes"] = 4096
+    return data
