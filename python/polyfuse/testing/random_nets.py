@@ -1,12 +1,18 @@
-"""Random networks and random targets for fuzzing polyfuse end to end.
+"""Random networks, random targets and random call plans for fuzzing polyfuse end to end.
 
-A `NetSpec` is plain data: input shapes and a list of layers, each reading earlier
-values (a DAG). `model_source(spec)` turns it into the Python source of an `nn.Module`
-(conv with random kernel/stride/padding/dilation/groups, linear, matmul, elementwise,
-pooling, softmax, batch/layer norm, residual adds, concats, permutes, slices), and
-`build_model` executes that same source, so a saved reproducer shows exactly the model
-that failed. A `TargetSpec` is a random accelerator: scratchpad size, PE array, vector
-width, DRAM bandwidth.
+A `NetSpec` (polyfuse.testing.net_spec) is plain data: input shapes and a list of layers,
+each reading earlier values (a DAG): conv with random kernel/stride/padding/dilation/groups,
+linear, matmul, elementwise, pooling, softmax, batch/layer norm, residual adds, concats,
+permutes, slices; and the patterns users write that a plain feed-forward net lacks: a layer
+applied twice, a weight used again transposed (an LM head tied to an embedding), two modules
+holding one Parameter, registered buffers read in forward and buffers forward updates,
+in-place updates of inputs and intermediates, dropout, outputs in a dict, list or nested
+tuple, inputs returned as outputs, train mode. `build_model` (polyfuse.testing.net_builder)
+builds the model from the validated spec. A `CallPlan` says how a case calls the compiled
+model (several calls, two threads at once, a wrong input, non-contiguous inputs, inputs
+that require grad). A
+`TargetSpec` is a random accelerator: scratchpad size, PE array, vector width, DRAM
+bandwidth.
 
 Generation is written once against a `Chooser`: `RandomChooser` (seeded, for
 `bench/fuzz.py`) and `HypothesisChooser` (inside `st.composite`, so hypothesis can
@@ -22,10 +28,38 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TypeVar
 
-import torch
-
 from polyfuse.targets import Target
 from polyfuse.targets.target import DATAFLOWS, target_from_dict
+from polyfuse.testing.net_builder import UNARY_OPS, build_model, initialise, model_source
+from polyfuse.testing.net_spec import (
+    BINARY_FUNCTIONS,
+    BUFFER_UPDATES,
+    MUTATIONS,
+    OUTPUT_STRUCTURES,
+    UNARY_FUNCTIONS,
+    WRONG_INPUTS,
+    CallPlan,
+    Layer,
+    NetSpec,
+    NetSpecError,
+    case_patterns,
+)
+
+__all__ = [
+    "UNARY_OPS",
+    "CallPlan",
+    "Layer",
+    "NetSpec",
+    "NetSpecError",
+    "TargetSpec",
+    "build_model",
+    "case_patterns",
+    "generate_calls",
+    "generate_net",
+    "generate_target",
+    "initialise",
+    "model_source",
+]
 
 T = TypeVar("T")
 
@@ -34,26 +68,6 @@ MAX_CHANNELS = 16
 MAX_SPATIAL = 16
 MAX_FEATURES = 48
 MAX_ELEMENTS = 4096
-
-UNARY_OPS: dict[str, str] = {
-    "relu": "torch.relu({x})",
-    "relu6": "torch.nn.functional.relu6({x})",
-    "gelu": "torch.nn.functional.gelu({x})",
-    "gelu_tanh": "torch.nn.functional.gelu({x}, approximate='tanh')",
-    "silu": "torch.nn.functional.silu({x})",
-    "sigmoid": "torch.sigmoid({x})",
-    "tanh": "torch.tanh({x})",
-    "hardswish": "torch.nn.functional.hardswish({x})",
-    "hardsigmoid": "torch.nn.functional.hardsigmoid({x})",
-    "leaky_relu": "torch.nn.functional.leaky_relu({x}, 0.1)",
-    "neg": "-{x}",
-    "abs": "torch.abs({x})",
-    "clamp": "torch.clamp({x}, -0.5, 0.75)",
-    "square": "{x} * {x}",
-    "scale_shift": "{x} * 0.5 + 0.25",
-    "div_scalar": "{x} / 3.0",
-}
-BINARY_OPS: dict[str, str] = {"add": "+", "sub": "-", "mul": "*"}
 
 
 class Chooser(Protocol):
@@ -96,39 +110,6 @@ class HypothesisChooser:
         from hypothesis import strategies as st
 
         return options[int(self.draw(st.integers(0, len(options) - 1)))]
-
-
-@dataclass
-class Layer:
-    """One layer: `op`, the indices of the values it reads, its parameters, its result shape."""
-
-    op: str
-    inputs: list[int]
-    params: dict[str, Any]
-    shape: list[int]
-
-
-@dataclass
-class NetSpec:
-    """A random network: values 0..len(input_shapes)-1 are inputs, then one per layer."""
-
-    input_shapes: list[list[int]]
-    layers: list[Layer]
-    outputs: list[int]
-    seed: int = 0
-
-    @property
-    def shapes(self) -> list[list[int]]:
-        return [*self.input_shapes, *(layer.shape for layer in self.layers)]
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @staticmethod
-    def from_json(text: str) -> NetSpec:
-        data = json.loads(text)
-        layers = [Layer(**layer) for layer in data.pop("layers")]
-        return NetSpec(layers=layers, **data)
 
 
 @dataclass
@@ -190,8 +171,11 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def generate_net(chooser: Chooser, max_layers: int = 6, seed: int = 0) -> NetSpec:
-    """A random network of 1..max_layers layers."""
+def generate_net(
+    chooser: Chooser, max_layers: int = 6, seed: int = 0, patterns: bool = True
+) -> NetSpec:
+    """A random network of 1..max_layers layers; with `patterns`, two cases in three also
+    use the user patterns of the module docstring (the third stays a plain network)."""
     rank = chooser.choice([4, 4, 4, 2])
     if rank == 4:
         first = [
@@ -205,18 +189,54 @@ def generate_net(chooser: Chooser, max_layers: int = 6, seed: int = 0) -> NetSpe
     input_shapes = [first]
     if chooser.integer(0, 3) == 0:  # a second input of the same shape
         input_shapes.append(list(first))
+    patterns = patterns and chooser.integer(0, 2) != 0
     spec = NetSpec(input_shapes=input_shapes, layers=[], outputs=[], seed=seed)
     for _ in range(chooser.integer(1, max_layers)):
-        spec.layers.append(_generate_layer(chooser, spec.shapes))
+        spec.layers.append(_generate_layer(chooser, spec, patterns))
     count = len(spec.shapes)
     spec.outputs = [count - 1]
     if len(spec.layers) > 1 and chooser.integer(0, 3) == 0:
         extra = chooser.integer(len(input_shapes), count - 2)
         spec.outputs.append(extra)
+    if not patterns:
+        return spec
+    if chooser.integer(0, 7) == 0:  # an input, or an output again, returned as it is
+        spec.outputs.append(chooser.choice([0, spec.outputs[0]]))
+    spec.output_structure = chooser.choice(["auto"] * 12 + list(OUTPUT_STRUCTURES[1:]))
+    spec.train = chooser.integer(0, 7) == 0 and _trainable(spec)
     return spec
 
 
-def _generate_layer(chooser: Chooser, shapes: list[list[int]]) -> Layer:
+def generate_calls(chooser: Chooser, spec: NetSpec, patterns: bool = True) -> CallPlan:
+    """How a case calls `spec`'s compiled model: once, unless `patterns` (then sometimes
+    2-3 times, from two threads, once with a wrong input, with non-contiguous inputs or
+    inputs that require grad)."""
+    if not patterns:
+        return CallPlan()
+    return CallPlan(
+        calls=chooser.choice([1, 1, 2, 3]),
+        threads=chooser.integer(0, 5) == 0,
+        wrong_input=chooser.choice(WRONG_INPUTS) if chooser.integer(0, 5) == 0 else "",
+        non_contiguous=chooser.integer(0, 7) == 0,
+        requires_grad=chooser.integer(0, 7) == 0,
+    )
+
+
+def _trainable(spec: NetSpec) -> bool:
+    """True when eager PyTorch can run `spec` in train mode: every batch norm sees more
+    than one value per channel."""
+    shapes = spec.shapes
+    for layer in spec.layers:
+        norm = layer.op == "batch_norm" or (
+            layer.op == "reuse" and spec.layers[layer.params["layer"]].op == "batch_norm"
+        )
+        if norm and _elements(shapes[layer.inputs[0]]) // shapes[layer.inputs[0]][1] < 2:
+            return False
+    return True
+
+
+def _generate_layer(chooser: Chooser, spec: NetSpec, patterns: bool) -> Layer:
+    shapes = spec.shapes
     # Later values are likelier inputs, so the network gets deep rather than wide.
     index = max(chooser.integer(0, len(shapes) - 1), chooser.integer(0, len(shapes) - 1))
     shape = shapes[index]
@@ -227,22 +247,29 @@ def _generate_layer(chooser: Chooser, shapes: list[list[int]]) -> Layer:
             options.append("flatten")
     else:
         options += ["linear", "linear", "matmul", "matmul", "layer_norm", "mean"]
+    if patterns:
+        options += ["reuse", "reuse", "reuse", "tied", "tied", "buffer", "buffer_update"]
+        options += ["mutate", "mutate", "dropout"]
+        if len(shape) == 2:
+            options += ["weight_matmul", "weight_matmul"]
     op = chooser.choice(options)
-    layer = _LAYER_GENERATORS[op](chooser, shapes, index)
+    layer = _LAYER_GENERATORS[op](chooser, spec, index)
     if layer is None or _elements(layer.shape) > MAX_ELEMENTS or min(layer.shape) < 1:
-        return Layer("unary", [index], {"fn": chooser.choice(list(UNARY_OPS))}, list(shape))
+        return Layer("unary", [index], {"fn": chooser.choice(UNARY_FUNCTIONS)}, list(shape))
     return layer
 
 
-def _unary(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
-    return Layer("unary", [index], {"fn": chooser.choice(list(UNARY_OPS))}, list(shapes[index]))
+def _unary(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    return Layer(
+        "unary", [index], {"fn": chooser.choice(UNARY_FUNCTIONS)}, list(spec.shapes[index])
+    )
 
 
-def _binary(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | None:
-    shape = shapes[index]
-    same = [i for i, s in enumerate(shapes) if s == shape]
+def _binary(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    shape = spec.shapes[index]
+    same = [i for i, s in enumerate(spec.shapes) if s == shape]
     other_kind = chooser.choice(["value", "value", "parameter", "scalar"])
-    fn = chooser.choice(list(BINARY_OPS))
+    fn = chooser.choice(BINARY_FUNCTIONS)
     if other_kind == "value":  # a residual connection (possibly x + x)
         return Layer("binary", [index, chooser.choice(same)], {"fn": fn}, list(shape))
     if other_kind == "parameter":  # broadcast along channels (4D) or features (2D)
@@ -250,8 +277,8 @@ def _binary(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | No
     return Layer("binary_scalar", [index], {"fn": fn, "value": 0.5}, list(shape))
 
 
-def _conv(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | None:
-    n, cin, h, w = shapes[index]
+def _conv(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    n, cin, h, w = spec.shapes[index]
     groups = chooser.choice(_divisors(cin))
     cout = groups * chooser.integer(1, max(1, MAX_CHANNELS // groups))
     if chooser.integer(0, 2) == 0:  # "same" convolution: a residual add can follow
@@ -281,8 +308,8 @@ def _conv(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | None
     return Layer("conv", [index], params, [n, cout, *out])
 
 
-def _pool(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | None:
-    n, c, h, w = shapes[index]
+def _pool(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    n, c, h, w = spec.shapes[index]
     kind = chooser.choice(["max", "avg", "avg", "adaptive_avg"])
     if kind == "adaptive_avg":
         size = chooser.choice([d for d in _divisors(min(h, w)) if h % d == 0 and w % d == 0])
@@ -299,31 +326,31 @@ def _pool(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | None
     return Layer("pool", [index], params, [n, c, *out])
 
 
-def _softmax(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
-    shape = shapes[index]
+def _softmax(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    shape = spec.shapes[index]
     dim = chooser.integer(0, len(shape) - 1)
     kind = chooser.choice(["softmax", "softmax", "log_softmax"])
     return Layer("softmax", [index], {"dim": dim, "kind": kind}, list(shape))
 
 
-def _concat(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | None:
-    shape = shapes[index]
+def _concat(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    shape = spec.shapes[index]
     dim = chooser.integer(0, len(shape) - 1)
     compatible = [
         i
-        for i, s in enumerate(shapes)
+        for i, s in enumerate(spec.shapes)
         if len(s) == len(shape)
         and all(a == b for d, (a, b) in enumerate(zip(s, shape, strict=True)) if d != dim)
     ]
     other = chooser.choice(compatible)
     result = list(shape)
-    result[dim] += shapes[other][dim]
+    result[dim] += spec.shapes[other][dim]
     order = [index, other] if chooser.integer(0, 1) else [other, index]
     return Layer("concat", order, {"dim": dim}, result)
 
 
-def _slice(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | None:
-    shape = shapes[index]
+def _slice(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    shape = spec.shapes[index]
     dim = chooser.integer(0, len(shape) - 1)
     if shape[dim] < 2:
         return None
@@ -335,8 +362,8 @@ def _slice(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | Non
     return Layer("slice", [index], {"dim": dim, "start": start, "stop": stop, "step": step}, result)
 
 
-def _permute(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
-    shape = shapes[index]
+def _permute(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    shape = spec.shapes[index]
     order = list(range(len(shape)))
     for position in range(len(order) - 1, 0, -1):  # Fisher-Yates through the chooser
         other = chooser.integer(0, position)
@@ -344,8 +371,8 @@ def _permute(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
     return Layer("permute", [index], {"order": order}, [shape[d] for d in order])
 
 
-def _mean(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
-    shape = shapes[index]
+def _mean(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    shape = spec.shapes[index]
     global_pool = len(shape) == 4 and bool(chooser.integer(0, 1))
     dims = [2, 3] if global_pool else [len(shape) - 1]
     # Values stay 4D or 2D: only a global pool may drop its dims.
@@ -357,43 +384,152 @@ def _mean(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
     return Layer("mean", [index], {"dims": dims, "keepdim": keepdim, "kind": kind}, result)
 
 
-def _batch_norm(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
-    return Layer("batch_norm", [index], {"channels": shapes[index][1]}, list(shapes[index]))
+def _batch_norm(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    return Layer(
+        "batch_norm", [index], {"channels": spec.shapes[index][1]}, list(spec.shapes[index])
+    )
 
 
-def _flatten(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
-    n, c, h, w = shapes[index]
+def _flatten(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    n, c, h, w = spec.shapes[index]
     return Layer("flatten", [index], {}, [n, c * h * w])
 
 
-def _linear(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
-    rows, features = shapes[index]
+def _linear(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    rows, features = spec.shapes[index]
     out = chooser.integer(1, MAX_FEATURES)
     params = {"in_features": features, "out_features": out, "bias": bool(chooser.integer(0, 1))}
     return Layer("linear", [index], params, [rows, out])
 
 
-def _matmul(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer | None:
-    m, k = shapes[index]
+def _matmul(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    m, k = spec.shapes[index]
     kind = chooser.choice(["a_bt", "at_b", "parameter"])
     if kind == "parameter":
         n = chooser.integer(1, MAX_FEATURES)
         return Layer("matmul_parameter", [index], {"k": k, "n": n}, [m, n])
     if kind == "a_bt":  # a @ b.T: attention scores
-        others = [i for i, s in enumerate(shapes) if len(s) == 2 and s[1] == k]
+        others = [i for i, s in enumerate(spec.shapes) if len(s) == 2 and s[1] == k]
         other = chooser.choice(others)
-        return Layer("matmul", [index, other], {"kind": kind}, [m, shapes[other][0]])
-    others = [i for i, s in enumerate(shapes) if len(s) == 2 and s[0] == m]
+        return Layer("matmul", [index, other], {"kind": kind}, [m, spec.shapes[other][0]])
+    others = [i for i, s in enumerate(spec.shapes) if len(s) == 2 and s[0] == m]
     other = chooser.choice(others)
-    return Layer("matmul", [index, other], {"kind": kind}, [k, shapes[other][1]])
+    return Layer("matmul", [index, other], {"kind": kind}, [k, spec.shapes[other][1]])
 
 
-def _layer_norm(chooser: Chooser, shapes: list[list[int]], index: int) -> Layer:
-    shape = shapes[index]
+def _layer_norm(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    shape = spec.shapes[index]
     return Layer("layer_norm", [index], {"features": shape[-1]}, list(shape))
 
 
-_LAYER_GENERATORS: dict[str, Callable[[Chooser, list[list[int]], int], Layer | None]] = {
+# --- the user patterns ---------------------------------------------------------------------
+
+
+def _module_output(layer: Layer, shape: list[int]) -> list[int] | None:
+    """The result shape of `layer`'s module applied to a value of `shape`, or None if
+    the module does not accept it."""
+    p = layer.params
+    if layer.op == "linear":
+        ok = len(shape) == 2 and shape[1] == p["in_features"]
+        return [shape[0], p["out_features"]] if ok else None
+    if layer.op == "conv":
+        if len(shape) != 4 or shape[1] != p["in_channels"]:
+            return None
+        out = [
+            _conv_out(size, p["kernel_size"][d], p["stride"][d], p["padding"][d], p["dilation"][d])
+            for d, size in enumerate(shape[2:])
+        ]
+        return [shape[0], p["out_channels"], *out] if min(out) >= 1 else None
+    if layer.op == "batch_norm":
+        return list(shape) if len(shape) == 4 and shape[1] == p["channels"] else None
+    if layer.op == "layer_norm":
+        return list(shape) if shape[-1] == p["features"] else None
+    return None
+
+
+def _reuse(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    """A layer's module applied again (one nn.Linear called twice), to any value it takes."""
+    shapes = spec.shapes
+    pairs = [
+        (position, value, result)
+        for position, layer in enumerate(spec.layers)
+        for value, shape in enumerate(shapes)
+        if (result := _module_output(layer, shape)) is not None
+    ]
+    if not pairs:  # a module to apply again later
+        return _MODULE_GENERATORS[len(shapes[index])](chooser, spec, index)
+    position, value, result = chooser.choice(pairs)
+    return Layer("reuse", [value], {"layer": position}, result)
+
+
+def _tied(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    """A new convolution or linear layer whose weight is an earlier one's Parameter (its
+    own bias)."""
+    shapes = spec.shapes
+    pairs = [
+        (position, value, result)
+        for position, layer in enumerate(spec.layers)
+        if layer.op in ("conv", "linear") and "tied_to" not in layer.params
+        for value, shape in enumerate(shapes)
+        if (result := _module_output(layer, shape)) is not None
+    ]
+    if not pairs:  # a module to tie to later
+        return _MODULE_GENERATORS[len(shapes[index])](chooser, spec, index)
+    position, value, result = chooser.choice(pairs)
+    params = dict(spec.layers[position].params)
+    params["bias"] = bool(chooser.integer(0, 1))
+    params["tied_to"] = position
+    return Layer(spec.layers[position].op, [value], params, result)
+
+
+def _weight_matmul(chooser: Chooser, spec: NetSpec, index: int) -> Layer | None:
+    """x @ W of an earlier nn.Linear (W used again, transposed: an LM head tied to an
+    embedding)."""
+    rows, features = spec.shapes[index]
+    linears = [
+        position
+        for position, layer in enumerate(spec.layers)
+        if layer.op == "linear" and layer.params["out_features"] == features
+    ]
+    if not linears:
+        return None
+    position = chooser.choice(linears)
+    result = [rows, spec.layers[position].params["in_features"]]
+    return Layer("weight_matmul", [index], {"layer": position}, result)
+
+
+def _buffer(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    """x op a registered buffer (persistent or not), broadcast like a bias."""
+    params = {"fn": chooser.choice(BINARY_FUNCTIONS), "persistent": bool(chooser.integer(0, 1))}
+    return Layer("buffer", [index], params, list(spec.shapes[index]))
+
+
+def _buffer_update(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    """A buffer forward updates in place (a call counter, a running mean), then reads."""
+    kind = chooser.choice(BUFFER_UPDATES)
+    return Layer("buffer_update", [index], {"kind": kind}, list(spec.shapes[index]))
+
+
+def _mutate(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    """An in-place update of an input (half the time) or of an intermediate value; later
+    layers read the updated tensor (and anything that views it)."""
+    if chooser.integer(0, 1):
+        index = chooser.integer(0, len(spec.input_shapes) - 1)
+    fn = chooser.choice(MUTATIONS)
+    return Layer("mutate", [index], {"fn": fn}, list(spec.shapes[index]))
+
+
+def _dropout(chooser: Chooser, spec: NetSpec, index: int) -> Layer:
+    """nn.Dropout: the identity in eval mode, random in train mode."""
+    p = chooser.choice([0.0, 0.1, 0.5])
+    return Layer("dropout", [index], {"p": p}, list(spec.shapes[index]))
+
+
+_MODULE_GENERATORS: dict[int, Callable[[Chooser, NetSpec, int], Layer | None]] = {
+    2: _linear,
+    4: _conv,
+}
+_LAYER_GENERATORS: dict[str, Callable[[Chooser, NetSpec, int], Layer | None]] = {
     "unary": _unary,
     "binary": _binary,
     "conv": _conv,
@@ -408,6 +544,13 @@ _LAYER_GENERATORS: dict[str, Callable[[Chooser, list[list[int]], int], Layer | N
     "linear": _linear,
     "matmul": _matmul,
     "layer_norm": _layer_norm,
+    "reuse": _reuse,
+    "tied": _tied,
+    "weight_matmul": _weight_matmul,
+    "buffer": _buffer,
+    "buffer_update": _buffer_update,
+    "mutate": _mutate,
+    "dropout": _dropout,
 }
 
 
@@ -426,139 +569,14 @@ def generate_target(chooser: Chooser) -> TargetSpec:
     )
 
 
-# --- the model as Python source ----------------------------------------------------------
-
-
-def model_source(spec: NetSpec) -> str:
-    """Python source of `class RandomNet(nn.Module)` for `spec` (torch in scope)."""
-    init: list[str] = []
-    body: list[str] = []
-    inputs = [f"v{i}" for i in range(len(spec.input_shapes))]
-    for position, layer in enumerate(spec.layers):
-        name = f"v{len(spec.input_shapes) + position}"
-        args = [f"v{i}" for i in layer.inputs]
-        p = layer.params
-        module = f"self.layer{position}"
-        if layer.op == "conv":
-            init.append(
-                f"{module} = torch.nn.Conv2d({p['in_channels']}, {p['out_channels']}, "
-                f"kernel_size={tuple(p['kernel_size'])}, stride={tuple(p['stride'])}, "
-                f"padding={tuple(p['padding'])}, dilation={tuple(p['dilation'])}, "
-                f"groups={p['groups']}, bias={p['bias']})"
-            )
-            expression = f"{module}({args[0]})"
-        elif layer.op == "linear":
-            init.append(
-                f"{module} = torch.nn.Linear({p['in_features']}, {p['out_features']}, "
-                f"bias={p['bias']})"
-            )
-            expression = f"{module}({args[0]})"
-        elif layer.op == "batch_norm":
-            init.append(f"{module} = torch.nn.BatchNorm2d({p['channels']})")
-            expression = f"{module}({args[0]})"
-        elif layer.op == "layer_norm":
-            init.append(f"{module} = torch.nn.LayerNorm({p['features']})")
-            expression = f"{module}({args[0]})"
-        elif layer.op == "unary":
-            expression = UNARY_OPS[p["fn"]].format(x=args[0])
-        elif layer.op == "binary":
-            expression = f"{args[0]} {BINARY_OPS[p['fn']]} {args[1]}"
-        elif layer.op == "binary_scalar":
-            expression = f"{args[0]} {BINARY_OPS[p['fn']]} {p['value']}"
-        elif layer.op == "binary_parameter":
-            shape = spec.shapes[layer.inputs[0]]
-            broadcast = [1, shape[1], 1, 1] if len(shape) == 4 else [shape[-1]]
-            init.append(f"{module} = torch.nn.Parameter(torch.empty({broadcast}))")
-            expression = f"{args[0]} {BINARY_OPS[p['fn']]} {module}"
-        elif layer.op == "matmul_parameter":
-            init.append(f"{module} = torch.nn.Parameter(torch.empty({[p['k'], p['n']]}))")
-            expression = f"{args[0]} @ {module}"
-        elif layer.op == "matmul":
-            a, b = args
-            expression = f"{a} @ {b}.t()" if p["kind"] == "a_bt" else f"{a}.t() @ {b}"
-        elif layer.op == "pool":
-            expression = _pool_source(p, args[0])
-        elif layer.op == "softmax":
-            expression = f"torch.{p['kind']}({args[0]}, dim={p['dim']})"
-        elif layer.op == "concat":
-            expression = f"torch.cat([{', '.join(args)}], dim={p['dim']})"
-        elif layer.op == "slice":
-            index = ", ".join([":"] * p["dim"] + [f"{p['start']}:{p['stop']}:{p['step']}"])
-            expression = f"{args[0]}[{index}]"
-        elif layer.op == "permute":
-            expression = f"{args[0]}.permute({', '.join(map(str, p['order']))})"
-        elif layer.op == "mean":
-            expression = f"torch.{p['kind']}({args[0]}, dim={p['dims']}, keepdim={p['keepdim']})"
-        elif layer.op == "flatten":
-            expression = f"torch.flatten({args[0]}, 1)"
-        else:
-            raise ValueError(f"unknown layer op '{layer.op}'")
-        body.append(f"{name} = {expression}  # {list(layer.shape)}")
-    outputs = ", ".join(f"v{i}" for i in spec.outputs)
-    if len(spec.outputs) > 1:
-        outputs = f"({outputs})"
-    lines = [
-        "class RandomNet(torch.nn.Module):",
-        "    def __init__(self) -> None:",
-        "        super().__init__()",
-        *(f"        {line}" for line in init),
-        "",
-        f"    def forward(self, {', '.join(inputs)}):",
-        *(f"        {line}" for line in body),
-        f"        return {outputs}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _pool_source(p: dict[str, Any], x: str) -> str:
-    functional = "torch.nn.functional"
-    if p["kind"] == "adaptive_avg":
-        return f"{functional}.adaptive_avg_pool2d({x}, {p['output_size']})"
-    common = f"{p['kernel_size']}, stride={p['stride']}, padding={p['padding']}"
-    if p["kind"] == "max":
-        return f"{functional}.max_pool2d({x}, {common})"
-    return f"{functional}.avg_pool2d({x}, {common}, count_include_pad={p['count_include_pad']})"
-
-
-def build_model(spec: NetSpec) -> tuple[torch.nn.Module, list[torch.Tensor]]:
-    """The network of `spec` in eval mode with seeded weights, and seeded inputs."""
-    namespace: dict[str, Any] = {"torch": torch}
-    exec(compile(model_source(spec), "<random_nets.model_source>", "exec"), namespace)
-    model: torch.nn.Module = namespace["RandomNet"]()
-    initialise(model, spec.seed)
-    generator = torch.Generator().manual_seed(spec.seed + 1)
-    inputs = [torch.randn(shape, generator=generator) for shape in spec.input_shapes]
-    return model.eval(), inputs
-
-
-def initialise(model: torch.nn.Module, seed: int) -> None:
-    """Seeded weights scaled by 1/sqrt(fan-in), so activations stay O(1) through the net."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            fan_in = math.prod(parameter.shape[1:]) if parameter.dim() > 1 else 1
-            if name.endswith("weight") and parameter.dim() == 1:  # norm scales
-                parameter.copy_(1 + 0.2 * torch.randn(parameter.shape, generator=generator))
-                continue
-            scale = 1 / math.sqrt(fan_in) if parameter.dim() > 1 else 0.5
-            if parameter.dim() == 2 and not name.endswith("weight"):  # x @ W
-                scale = 1 / math.sqrt(parameter.shape[0])
-            parameter.copy_(scale * torch.randn(parameter.shape, generator=generator))
-        for buffer_name, buffer in model.named_buffers():
-            if buffer_name.endswith("running_mean"):
-                buffer.copy_(0.2 * torch.randn(buffer.shape, generator=generator))
-            elif buffer_name.endswith("running_var"):
-                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
-
-
-def net_specs(max_layers: int = 6) -> Any:
-    """A hypothesis strategy of `NetSpec`s."""
+def net_specs(max_layers: int = 6, patterns: bool = False) -> Any:
+    """A hypothesis strategy of `NetSpec`s (plain networks unless `patterns`)."""
     from hypothesis import strategies as st
 
     @st.composite
     def strategy(draw: Callable[[Any], Any]) -> NetSpec:
         seed = draw(st.integers(0, 2**16))
-        return generate_net(HypothesisChooser(draw), max_layers, seed)
+        return generate_net(HypothesisChooser(draw), max_layers, seed, patterns)
 
     return strategy()
 
@@ -572,3 +590,12 @@ def target_specs() -> Any:
         return generate_target(HypothesisChooser(draw))
 
     return strategy()
+
+
+def generate_case(
+    chooser: Chooser, max_layers: int = 6, seed: int = 0, patterns: bool = True
+) -> tuple[NetSpec, TargetSpec, CallPlan]:
+    """One fuzz case: a network, a target, a call plan (in that order from `chooser`)."""
+    spec = generate_net(chooser, max_layers, seed, patterns)
+    target = generate_target(chooser)
+    return spec, target, generate_calls(chooser, spec, patterns)
