@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 from torch_mlir import ir, passmanager
 
+from polyfuse import last_run
 from polyfuse.dialects import accel
 from polyfuse.dialects.verify import verify_accel
 from polyfuse.errors import PipelineError, PolyfuseError, UnsupportedError
+from polyfuse.frontend.call_signature import CallSignature
 from polyfuse.frontend.importer import import_model
 from polyfuse.frontend.weight_layouts import fold_weight_layouts
 from polyfuse.lowering.allocator import allocate_module
@@ -60,12 +63,18 @@ OVERLAP_BUFFERS = 2  # copies of inner tiles when overlap is on (double bufferin
 
 @dataclass
 class CompiledModel:
-    """A model compiled for a target; call it with tensors like the original module."""
+    """A model compiled for a target; call it with tensors like the original module.
+
+    Each call runs on its own DRAM state (the weights are shared, read only), so calls
+    from several threads are independent and may run at the same time. A model whose
+    `forward` updates buffers or mutates inputs writes them back after each call, as
+    eager PyTorch does; its calls run one at a time (a lock), in the order they take it.
+    """
 
     target: Target
     serialized: SerializedProgram
     operators: list[OperatorRecord]
-    input_shapes: list[tuple[int, ...]]
+    signature: CallSignature
     compile_seconds: dict[str, float]
     mlir: dict[str, str] = field(default_factory=dict)
     report: Report | None = None
@@ -76,41 +85,68 @@ class CompiledModel:
     overlap: bool = True
     sanitize: bool = False
     trace_limit: int = 0  # > 0: record that many engine slices per run (report.stats.trace)
-    _dram: list[np.ndarray] = field(default_factory=list, repr=False)
+    # the live tensor of each buffer forward updates (the caller's module's own buffer)
+    state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _weights: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        if len(inputs) != len(self.input_shapes):
-            raise PolyfuseError(
-                f"the compiled model takes {len(self.input_shapes)} input(s), got {len(inputs)}"
-            )
-        for index, (tensor, shape) in enumerate(zip(inputs, self.input_shapes, strict=True)):
-            if tuple(tensor.shape) != shape:
-                raise PolyfuseError(
-                    f"input {index} has shape {tuple(tensor.shape)} but the model was compiled "
-                    f"for {shape}; compile again for the new shape"
-                )
-        outputs: list[np.ndarray] = []
-        for buffer, array in zip(self.serialized.buffers, self._dram, strict=True):
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        return [spec.shape for spec in self.signature.inputs]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        inputs = self.signature.flatten_inputs(args, kwargs)
+        if self.signature.mutates:
+            with self._lock:
+                return self._run(inputs)
+        return self._run(inputs)
+
+    def _run(self, inputs: list[torch.Tensor]) -> Any:
+        dram = self._fresh_dram()
+        results: list[np.ndarray] = []
+        for buffer, array in zip(self.serialized.buffers, dram, strict=True):
             if buffer.role == "input":
-                np.copyto(
-                    array,
-                    inputs[buffer.index].detach().to(torch.float32).numpy().reshape(array.shape),
-                )
+                slot = self.signature.arguments[buffer.index]
+                source = inputs[slot.index] if slot.kind == "input" else self.state[slot.name]
+                np.copyto(array, source.detach().numpy().reshape(array.shape))
             elif buffer.role == "output":
-                outputs.append(array.reshape(buffer.shape))  # rank 0 stays rank 0
+                results.append(array)
         start = time.perf_counter()
         stats = execute(
             self.serialized.program,
-            self._dram,
+            dram,
             machine_params(self.target, self.overlap),
             self.check,
             sanitize=self.sanitize,
             trace_limit=self.trace_limit,
         )
         seconds = time.perf_counter() - start
-        self.report = Report.build(self, stats, seconds)
-        results = tuple(torch.from_numpy(array.copy()) for array in outputs)
-        return results[0] if len(results) == 1 else results
+        report = Report.build(self, stats, seconds)
+        self.report = report
+        last_run.record(report)
+        outputs: list[torch.Tensor] = []
+        with torch.no_grad():
+            for slot, buffer, array in zip(
+                self.signature.results, self._output_buffers(), results, strict=True
+            ):
+                value = torch.from_numpy(array.reshape(buffer.shape).copy())  # rank 0 stays 0
+                if slot.kind == "output":
+                    outputs.append(value)
+                elif slot.kind == "input":
+                    inputs[slot.index].copy_(value)
+                else:
+                    self.state[slot.name].copy_(value)
+        return self.signature.unflatten_outputs(outputs)
+
+    def _output_buffers(self) -> list[DramBuffer]:
+        return [b for b in self.serialized.buffers if b.role == "output"]
+
+    def _fresh_dram(self) -> list[np.ndarray]:
+        """This call's DRAM: the shared weight arrays, new arrays for everything else."""
+        return [
+            self._weights[position] if position in self._weights else _buffer_array(buffer, {})
+            for position, buffer in enumerate(self.serialized.buffers)
+        ]
 
 
 def _bind_buffers(
@@ -120,6 +156,17 @@ def _bind_buffers(
     for buffer in serialized.buffers:
         arrays.append(_buffer_array(buffer, weights))
     return arrays
+
+
+def _bind_weights(
+    serialized: SerializedProgram, weights: dict[str, np.ndarray]
+) -> dict[int, np.ndarray]:
+    """The DRAM array of each weight buffer, by buffer position (shared by all calls)."""
+    return {
+        position: _buffer_array(buffer, weights)
+        for position, buffer in enumerate(serialized.buffers)
+        if buffer.role == "weight"
+    }
 
 
 def _buffer_array(buffer: DramBuffer, weights: dict[str, np.ndarray]) -> np.ndarray:
@@ -157,7 +204,7 @@ def generalize(module: ir.Module, weights: dict[str, np.ndarray]) -> None:
 
 def compile(
     model: torch.nn.Module,
-    example_inputs: Sequence[torch.Tensor],
+    example_inputs: Sequence[Any],
     target: str | Target = "edge",
     *,
     keep_ir: bool = False,
@@ -240,15 +287,22 @@ def compile(
         seconds["serialize"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    dram = _bind_buffers(serialized, imported.weights)
+    weights = _bind_weights(serialized, imported.weights)
     seconds["bind"] = time.perf_counter() - start
     if not any(b.role == "output" for b in serialized.buffers):
         raise UnsupportedError("the model returns no tensor")
+    outputs = sum(1 for b in serialized.buffers if b.role == "output")
+    if outputs != len(imported.signature.results):
+        raise PipelineError(
+            f"internal error: the compiled function has {outputs} result(s) but the model's "
+            f"call signature has {len(imported.signature.results)}; please report it"
+        )
     return CompiledModel(
         target=target,
         serialized=serialized,
         operators=operators,
-        input_shapes=[tuple(t.shape) for t in example_inputs],
+        signature=imported.signature,
+        state=imported.state,
         compile_seconds=seconds,
         mlir=mlir,
         check=check,
@@ -256,7 +310,7 @@ def compile(
         sanitize=sanitize,
         fusion_plans=fusion_plans,
         fusion_fallback=fallback,
-        _dram=dram,
+        _weights=weights,
     )
 
 
