@@ -10,6 +10,7 @@ from torch_mlir import ir
 from polyfuse.dialects import accel
 from polyfuse.lowering.contraction_embedding import check_strategy
 from polyfuse.lowering.layer_by_layer import OperatorRecord, lower_function
+from polyfuse.lowering.records import append_records
 from polyfuse.pass_base import ModulePass
 from polyfuse.targets import Target, load_target
 
@@ -52,6 +53,7 @@ def lower_module(
             records += lower_function(function, module_op, target, buffers, embedding)
     with module_op.location:
         module_op.attributes["accel.target"] = target_attribute(target)
+        append_records(module_op, records)
     return records
 
 

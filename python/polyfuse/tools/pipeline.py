@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import shlex
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,12 @@ def run_pipeline(
     verify_each: bool = True,
     large_elements_limit: int | None = None,
     reproducer_dir: str | Path | None = None,
+    after_pass: Callable[[PipelineElement, ir.Operation, float], None] | None = None,
 ) -> None:
     """Run a pass pipeline in place on a builtin.module.
+
+    `after_pass(element, module, seconds)` is called after every pass that succeeded
+    (the IR after it, the pass's wall time): compile keeps snapshots and timings.
 
     Raises PipelineError with the diagnostics (`file:line:col: error: ...`) and the
     `polyfuse-opt` command that reproduces the failure from the IR before the failing
@@ -110,10 +115,11 @@ def run_pipeline(
             manager.enable_ir_printing(
                 print_after_all=True, large_elements_limit=large_elements_limit
             )
+        raised: list[PolyfuseError] = []  # what a polyfuse pass raised, to raise again
         if element.polyfuse_pass is not None:
             pass_ = element.polyfuse_pass
             manager.add(
-                _as_callable(pass_),
+                _as_callable(pass_, raised),
                 name=type(pass_).__name__,
                 argument=pass_.name,
                 description=pass_.description(),
@@ -121,20 +127,28 @@ def run_pipeline(
         else:
             manager.add(element.text)
         before = operation.clone(ip=False)  # the IR a reproducer starts from
+        start = time.perf_counter()
         try:
             manager.run(operation)
         except ir.MLIRError as error:
             repro = _write_reproducer(before, element, reproducer_dir)
+            if raised:  # the pass's own error (ScratchpadCapacityError, ...), and the repro
+                raise type(raised[0])(f"{raised[0]}\n{repro}") from None
             raise PipelineError(f"{format_mlir_error(error)}\n{repro}") from None
         except Exception as error:
             error.add_note(_write_reproducer(before, element, reproducer_dir))
             raise
         finally:
             before.erase()
+        if after_pass is not None:
+            after_pass(element, operation, time.perf_counter() - start)
 
 
-def _as_callable(pass_: ModulePass) -> Callable[[ir.Operation, Any], None]:
-    """Adapt a ModulePass to PassManager.add: PassFailure becomes an error diagnostic."""
+def _as_callable(
+    pass_: ModulePass, raised: list[PolyfuseError]
+) -> Callable[[ir.Operation, Any], None]:
+    """Adapt a ModulePass to PassManager.add: PassFailure and PolyfuseError become error
+    diagnostics; a PolyfuseError is also appended to `raised`."""
 
     def run(operation: ir.Operation, external_pass: Any) -> None:
         try:
@@ -143,6 +157,7 @@ def _as_callable(pass_: ModulePass) -> Callable[[ir.Operation, Any], None]:
             (failure.location or operation.location).emit_error(str(failure))
             external_pass.signal_pass_failure()
         except PolyfuseError as error:
+            raised.append(error)
             location, message = _located(str(error), operation.location)
             location.emit_error(message)
             external_pass.signal_pass_failure()
