@@ -25,7 +25,8 @@ class FormGroups(ModulePass):
 
     `buffers` > 1 double-buffers tiles where the planner estimates it pays; `embedding`
     is how contractions go onto the PE array; `traffic-first` never trades DRAM bytes
-    for estimated cycles; `halo` allows row-band groups of convolution chains. A function
+    for estimated cycles; `halo` allows row-band groups of convolution chains;
+    `max-group-operators` bounds the large operators of a group (1: one each). A function
     the planner cannot plan is marked `accel.fusion_fallback` with the reason (lowered
     layer by layer by polyfuse-lower-groups).
 
@@ -44,6 +45,7 @@ class FormGroups(ModulePass):
     embedding: str = "csp"
     traffic_first: bool = False
     halo: bool = True
+    max_group_operators: int = 12  # operators of more than 4096 iterations per group
 
     def run(self, module: ir.Operation) -> None:
         check_strategy(self.embedding)
@@ -58,11 +60,18 @@ class FormGroups(ModulePass):
                 continue
             graph = build_graph(function)
             try:
-                plan = plan_fusion(graph, target.scratchpad_bytes, overlap, self.halo)
+                plan = plan_fusion(
+                    graph,
+                    target.scratchpad_bytes,
+                    overlap,
+                    self.halo,
+                    max_group_operators=self.max_group_operators,
+                )
             except PolyfuseError as error:
+                reason = f"fusion fell back to layer by layer: {error}"
                 function.attributes[FALLBACK_ATTRIBUTE] = ir.StringAttr.get(
-                    f"fusion fell back to layer by layer: {error}"
+                    reason, function.context
                 )
                 continue
             materialize_plan(function, graph, plan)
-            function.attributes[PLANNED_ATTRIBUTE] = ir.UnitAttr.get()
+            function.attributes[PLANNED_ATTRIBUTE] = ir.UnitAttr.get(function.context)

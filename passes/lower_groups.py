@@ -91,5 +91,7 @@ class LowerGroups(ModulePass):
         for op in module.regions[0].blocks[0].operations:
             symbol = op.operation.attributes.get("sym_name")
             if symbol is not None and ir.StringAttr(symbol).value == name:
-                op.operation.attributes[FALLBACK_ATTRIBUTE] = ir.StringAttr.get(reason)
+                op.operation.attributes[FALLBACK_ATTRIBUTE] = ir.StringAttr.get(
+                    reason, module.context
+                )
         return records

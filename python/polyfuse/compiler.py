@@ -102,9 +102,9 @@ class CompiledModel:
         return results[0] if len(results) == 1 else results
 
 
-def _bind_buffers(
-    serialized: SerializedProgram, weights: dict[str, np.ndarray]
-) -> list[np.ndarray]:
+def bind_buffers(serialized: SerializedProgram, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The DRAM arrays of a serialized program: weights from `weights`, the rest zero
+    (or their fill value)."""
     arrays = []
     for buffer in serialized.buffers:
         arrays.append(_buffer_array(buffer, weights))
@@ -226,7 +226,7 @@ def compile(
         seconds["serialize"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    dram = _bind_buffers(serialized, imported.weights)
+    dram = bind_buffers(serialized, imported.weights)
     seconds["bind"] = time.perf_counter() - start
     if not any(b.role == "output" for b in serialized.buffers):
         raise UnsupportedError("the model returns no tensor")
