@@ -45,7 +45,8 @@ class FormGroups(ModulePass):
     embedding: str = "csp"
     traffic_first: bool = False
     halo: bool = True
-    max_group_operators: int = 12  # operators of more than 4096 iterations per group
+    # operators of more than 4096 iterations per group (0: planner.MAX_GROUP_OPERATORS, 12)
+    max_group_operators: int = 0
 
     def run(self, module: ir.Operation) -> None:
         check_strategy(self.embedding)
@@ -65,7 +66,7 @@ class FormGroups(ModulePass):
                     target.scratchpad_bytes,
                     overlap,
                     self.halo,
-                    max_group_operators=self.max_group_operators,
+                    max_group_operators=self.max_group_operators or None,
                 )
             except PolyfuseError as error:
                 reason = f"fusion fell back to layer by layer: {error}"

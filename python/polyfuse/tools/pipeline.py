@@ -132,9 +132,15 @@ def run_pipeline(
             manager.run(operation)
         except ir.MLIRError as error:
             repro = _write_reproducer(before, element, reproducer_dir)
-            if raised:  # the pass's own error (ScratchpadCapacityError, ...), and the repro
-                raise type(raised[0])(f"{raised[0]}\n{repro}") from None
-            raise PipelineError(f"{format_mlir_error(error)}\n{repro}") from None
+            message = format_mlir_error(error)
+            if not raised:
+                raise PipelineError(f"{message}\n{repro}") from None
+            # The pass's own error type (ScratchpadCapacityError, ...), with its message
+            # when the diagnostics did not carry it.
+            _, text = _located(str(raised[0]), operation.location)
+            if text not in message:
+                message = f"{message}\n{raised[0]}"
+            raise type(raised[0])(f"{message}\n{repro}") from None
         except Exception as error:
             error.add_note(_write_reproducer(before, element, reproducer_dir))
             raise
