@@ -4,14 +4,14 @@
 
     import      torch.export + torch-mlir FX importer → linalg on tensors
     generalize  upstream: linalg-generalize-named-ops, canonicalize, cse; weight layout
-                folding; polyfuse-fold-reshapes (reshapes moved out of the way of
-                fusion: attention over batch x heads, elementwise ops between reshapes);
-                polyfuse-sink-copies (transposes and broadcasts next to their user)
-    lower       polyfuse-lower-to-accel (layer by layer)
-    verify      polyfuse-verify-accel
+                folding (needs the weights as arrays: before the pipeline)
+    pipeline    `polyfuse.pipeline.pipeline(options)` through `run_pipeline`: reshapes
+                and copies out of fusion's way, then fused (form-groups, lower-groups)
+                or layer by layer (lower-to-accel), allocation, verification; timed and
+                (keep_ir) snapshotted per pass
     serialize   accel → the emulator's instruction table
 
-`pipeline_text(target)` is the same sequence as a `polyfuse-opt --pass-pipeline`.
+`pipeline_text(options)` is the pipeline as a `polyfuse-opt --pass-pipeline` value.
 """
 
 from __future__ import annotations
