@@ -34,19 +34,22 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from polyfuse.compiler import OVERLAP_BUFFERS, CompiledModel, _bind_buffers, generalize
+from polyfuse.compiler import CompiledModel, bind_buffers, generalize
 from polyfuse.dialects import accel
-from polyfuse.dialects.verify import verify_accel
 from polyfuse.errors import PolyfuseError
 from polyfuse.frontend.importer import import_model
-from polyfuse.fusion import lower_module_fused
 from polyfuse.fusion.affine_baseline import affine_baseline_bytes
 from polyfuse.fusion.breakdown import traffic_split
+from polyfuse.fusion.plan_ir import read_fusion_plans
+from polyfuse.lowering.records import read_records
 from polyfuse.models import SMALL, ZOO, get_model
-from polyfuse.passes.lower_to_accel import lower_module
+from polyfuse.passes.form_groups import FormGroups
+from polyfuse.pipeline import CompileOptions, pipeline
 from polyfuse.runtime.emulator import set_num_threads
 from polyfuse.runtime.serialize import serialize
 from polyfuse.targets import load_target
+from polyfuse.targets import target_name as pipeline_target
+from polyfuse.tools.pipeline import PipelineElement, run_pipeline
 
 DEFAULT_SPM = [128 * 1024, 512 * 1024, 2 * 1024 * 1024, 8 * 1024 * 1024]
 PLOT = Path(__file__).parent / "fusion.png"
@@ -55,18 +58,28 @@ PLOT = Path(__file__).parent / "fusion.png"
 def _run(
     imported: Any, inputs: list[torch.Tensor], target: Any, fused: bool, embedding: str = "csp"
 ) -> tuple[CompiledModel, torch.Tensor, float]:
-    """Lower a clone of the imported (generalised) module, run it; (model, output, s)."""
+    """Run compile's pipeline on a clone of the imported (generalised) module (fused: no
+    overlap, traffic first; layer by layer: double buffers), run it; (model, output, s)."""
     start = time.perf_counter()
     clone = imported.module.operation.clone()
     plans: list[Any] = []
+    options = CompileOptions(
+        target=pipeline_target(target),
+        schedule="fused" if fused else "layer-by-layer",
+        overlap=not fused,
+        embedding=embedding,
+        traffic_first=True,
+    )
+
+    def keep_plans(element: PipelineElement, operation: Any, _: float) -> None:
+        if element.name == FormGroups.name:
+            plans.extend(read_fusion_plans(operation, target, embedding))
+
     with imported.module.context:
-        if fused:
-            records, plans = lower_module_fused(clone, target)
-        else:
-            records = lower_module(clone, target, OVERLAP_BUFFERS, embedding)
-        verify_accel(clone)
+        run_pipeline(clone, pipeline(options), after_pass=keep_plans)
+        records = read_records(clone)
         serialized = serialize(clone, "forward")
-    dram = _bind_buffers(serialized, imported.weights)
+    dram = bind_buffers(serialized, imported.weights)
     seconds = time.perf_counter() - start
     compiled = CompiledModel(
         target=target,

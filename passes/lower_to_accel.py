@@ -11,6 +11,7 @@ from polyfuse.dialects import accel
 from polyfuse.lowering.contraction_embedding import EMBEDDINGS
 from polyfuse.lowering.dram import check_tensor_sizes
 from polyfuse.lowering.layer_by_layer import OperatorRecord, lower_function
+from polyfuse.lowering.records import append_records
 from polyfuse.pass_base import ModulePass, option
 from polyfuse.targets import Target, load_target
 
@@ -59,6 +60,7 @@ def lower_module(
             records += lower_function(function, module_op, target, buffers, embedding)
     with module_op.location:
         module_op.attributes["accel.target"] = target_attribute(target)
+        append_records(module_op, records)
     return records
 
 

@@ -4,14 +4,14 @@
 
     import      torch.export + torch-mlir FX importer → linalg on tensors
     generalize  upstream: linalg-generalize-named-ops, canonicalize, cse; weight layout
-                folding; polyfuse-fold-reshapes (reshapes moved out of the way of
-                fusion: attention over batch x heads, elementwise ops between reshapes);
-                polyfuse-sink-copies (transposes and broadcasts next to their user)
-    lower       polyfuse-lower-to-accel (layer by layer)
-    verify      polyfuse-verify-accel
+                folding (needs the weights as arrays: before the pipeline)
+    pipeline    `polyfuse.pipeline.pipeline(options)` through `run_pipeline`: reshapes
+                and copies out of fusion's way, then fused (form-groups, lower-groups)
+                or layer by layer (lower-to-accel), allocation, verification; timed and
+                (keep_ir) snapshotted per pass
     serialize   accel → the emulator's instruction table
 
-`pipeline_text(target)` is the same sequence as a `polyfuse-opt --pass-pipeline`.
+`pipeline_text(options)` is the pipeline as a `polyfuse-opt --pass-pipeline` value.
 """
 
 from __future__ import annotations
@@ -28,37 +28,26 @@ from torch_mlir import ir, passmanager
 
 from polyfuse import last_run
 from polyfuse.dialects import accel
-from polyfuse.dialects.verify import verify_accel
 from polyfuse.errors import PipelineError, PolyfuseError, UnsupportedError
 from polyfuse.frontend.call_signature import CallSignature
 from polyfuse.frontend.importer import import_model
 from polyfuse.frontend.weight_layouts import fold_weight_layouts
-from polyfuse.lowering.allocator import allocate_module
-from polyfuse.lowering.contraction_embedding import EMBEDDINGS
+from polyfuse.fusion.plan_ir import FALLBACK_ATTRIBUTE, read_fusion_plans
 from polyfuse.lowering.layer_by_layer import OperatorRecord
-from polyfuse.passes.fold_reshapes import FoldReshapes
-from polyfuse.passes.lower_to_accel import lower_module
-from polyfuse.passes.sink_copies import SinkCopies
+from polyfuse.lowering.records import read_records
+from polyfuse.passes.form_groups import FormGroups
+from polyfuse.pipeline import (
+    UPSTREAM_PASSES,
+    CompileOptions,
+    pipeline,
+)
 from polyfuse.report import Report
 from polyfuse.runtime.emulator import execute, machine_params
 from polyfuse.runtime.serialize import DramBuffer, SerializedProgram, serialize
-from polyfuse.targets import Target, load_target
+from polyfuse.targets import Target, load_target, target_name
+from polyfuse.tools.pipeline import PipelineElement, run_pipeline
 
-UPSTREAM_PIPELINE = "func.func(linalg-generalize-named-ops),canonicalize,cse"
-
-
-def pipeline_text(target: str = "edge", buffers: int = 1, embedding: str = "csp") -> str:
-    """The pipeline `compile` runs after import, for polyfuse-opt."""
-    options = f"target={target}" + (f" buffers={buffers}" if buffers != 1 else "")
-    options += f" embedding={embedding}" if embedding != "csp" else ""
-    return (
-        f"builtin.module({UPSTREAM_PIPELINE},polyfuse-fold-reshapes,polyfuse-sink-copies,"
-        f"polyfuse-lower-to-accel{{{options}}},"
-        "polyfuse-verify-accel)"
-    )
-
-
-OVERLAP_BUFFERS = 2  # copies of inner tiles when overlap is on (double buffering)
+UPSTREAM_PIPELINE = ",".join(UPSTREAM_PASSES)
 
 
 @dataclass
@@ -149,9 +138,9 @@ class CompiledModel:
         ]
 
 
-def _bind_buffers(
-    serialized: SerializedProgram, weights: dict[str, np.ndarray]
-) -> list[np.ndarray]:
+def bind_buffers(serialized: SerializedProgram, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The DRAM arrays of a serialized program: weights from `weights`, the rest zero
+    (or their fill value)."""
     arrays = []
     for buffer in serialized.buffers:
         arrays.append(_buffer_array(buffer, weights))
@@ -193,13 +182,11 @@ def run_upstream(module: ir.Module, pipeline: str) -> None:
 
 
 def generalize(module: ir.Module, weights: dict[str, np.ndarray]) -> None:
-    """The "generalize" stage: upstream generalisation and clean-up, weight transposes
-    folded into new weights (added to `weights`), reshapes out of fusion's way, copies
-    (transposes, broadcasts) next to their first user."""
+    """The "generalize" stage, before the pipeline: upstream generalisation and clean-up,
+    then weight transposes folded into new weights (added to `weights`: the only step
+    that needs the weights as arrays, which a pass cannot read back from the IR)."""
     run_upstream(module, UPSTREAM_PIPELINE)
     fold_weight_layouts(module, weights)
-    FoldReshapes().run(module.operation)
-    SinkCopies().run(module.operation)
 
 
 def compile(
@@ -215,6 +202,7 @@ def compile(
     embedding: str = "csp",
     traffic_first: bool = False,
     halo: bool = True,
+    copy_padded_inputs: bool = True,
 ) -> CompiledModel:
     """Compile `model` for `example_inputs`' shapes to run on the emulated `target`.
 
@@ -234,16 +222,24 @@ def compile(
     `halo` lets the fused planner run convolution chains in row bands (docs/fusion.md,
     "Halo groups"): fewer DRAM bytes, but recomputed rows; unless `traffic_first` the
     planner keeps them only where its cycle estimate finds them faster.
+    `copy_padded_inputs` (fused) builds padded inputs on chip (passes/copy_padded_inputs.py);
+    False keeps their padding a DMA copy before the first group.
     """
-    if schedule not in ("layer-by-layer", "fused"):
-        raise PolyfuseError(f"schedule must be 'layer-by-layer' or 'fused', got '{schedule}'")
-    if embedding not in EMBEDDINGS:
-        raise PolyfuseError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got '{embedding}'")
     target = target if isinstance(target, Target) else load_target(target)
+    options = CompileOptions(
+        target=target_name(target),
+        schedule=schedule,
+        overlap=overlap,
+        embedding=embedding,
+        traffic_first=traffic_first,
+        halo=halo,
+        copy_padded_inputs=copy_padded_inputs,
+    )
+    options.check()
     seconds: dict[str, float] = {}
     mlir: dict[str, str] = {}
 
-    def snapshot(stage: str, module: ir.Module) -> None:
+    def snapshot(stage: str, module: ir.Module | ir.Operation) -> None:
         if keep_ir:
             mlir[stage] = module.operation.get_asm(large_elements_limit=16, large_resource_limit=16)
 
@@ -258,29 +254,19 @@ def compile(
         generalize(module, imported.weights)
         seconds["generalize"] = time.perf_counter() - start
         snapshot("generalize", module)
-
-        start = time.perf_counter()
         fusion_plans: list[Any] = []
-        fallback = ""
         lowered = module.operation
-        if schedule == "fused":
-            buffers = OVERLAP_BUFFERS if overlap else 1
-            fused_records, fusion_plans, fallback, lowered = _lower_fused(
-                module, target, buffers, embedding, traffic_first, halo
-            )
-        if schedule == "fused" and not fallback:
-            operators = fused_records
-        else:
-            operators = lower_module(lowered, target, OVERLAP_BUFFERS if overlap else 1, embedding)
-            # Whole-program placement of the scratchpad buffers (liveness, reuse).
-            allocate_module(lowered, target)
-        seconds["lower"] = time.perf_counter() - start
-        if keep_ir:
-            mlir["lower"] = lowered.get_asm(large_elements_limit=16, large_resource_limit=16)
 
-        start = time.perf_counter()
-        verify_accel(lowered)
-        seconds["verify"] = time.perf_counter() - start
+        def after_pass(element: PipelineElement, operation: ir.Operation, took: float) -> None:
+            seconds[element.name] = seconds.get(element.name, 0.0) + took
+            snapshot(element.name, operation)
+            if element.name == FormGroups.name:
+                fusion_plans.extend(read_fusion_plans(operation, target, embedding))
+
+        run_pipeline(lowered, pipeline(options), after_pass=after_pass)
+        operators = read_records(lowered)
+        fallback = fusion_fallback(lowered)
+        snapshot("lower", lowered)
 
         start = time.perf_counter()
         serialized = serialize(lowered, "forward")
@@ -312,6 +298,14 @@ def compile(
         fusion_fallback=fallback,
         _weights=weights,
     )
+
+
+def fusion_fallback(module_op: ir.Operation) -> str:
+    """Why a function of the lowered module was not fused ("" if every one was)."""
+    for op in module_op.regions[0].blocks[0].operations:
+        if FALLBACK_ATTRIBUTE in op.operation.attributes:
+            return ir.StringAttr(op.operation.attributes[FALLBACK_ATTRIBUTE]).value
+    return ""
 
 
 def _lower_fused(

@@ -43,6 +43,7 @@ from polyfuse.fusion.input_pads import copy_padded_inputs
 from polyfuse.fusion.overlap import Overlap
 from polyfuse.fusion.planner import FusionPlan, GroupPlan, OperatorPlan, plan_fusion
 from polyfuse.lowering import layer_by_layer as lbl
+from polyfuse.lowering.allocator import PLACED_ATTRIBUTE
 from polyfuse.lowering.contraction_embedding import plan_embedded_issue
 from polyfuse.lowering.dram import DramTensor
 from polyfuse.lowering.pe_array import classify_contraction, emit_contraction, plan_issue
@@ -91,6 +92,18 @@ def lower_function_fused(
     copy_padded_inputs(func_op)  # padded inputs built on chip where that fuses
     graph = build_graph(func_op)
     plan = plan_fusion(graph, target.scratchpad_bytes, overlap, halo)
+    return emit_function_fused(func_op, module_op, target, graph, plan), plan
+
+
+def emit_function_fused(
+    func_op: ir.Operation,
+    module_op: ir.Operation,
+    target: Target,
+    graph: OperatorGraph,
+    plan: FusionPlan,
+) -> list[lbl.OperatorRecord]:
+    """Replace `func_op` by the accel code of `plan` (its operators' graph: `graph`);
+    returns the records. Reads nothing but the plan and the function."""
     plan.traffic = group_traffic(graph, plan)
     name = ir.StringAttr(func_op.attributes["sym_name"]).value
     function_type = ir.FunctionType(ir.TypeAttr(func_op.attributes["function_type"]).value)
@@ -126,7 +139,8 @@ def lower_function_fused(
     new_func.operation.attributes[lbl.NUM_INPUTS_ATTRIBUTE] = ir.IntegerAttr.get(
         ir.IntegerType.get_signless(64), len(inputs)
     )
-    return state.records, plan
+    new_func.operation.attributes[PLACED_ATTRIBUTE] = ir.UnitAttr.get()
+    return state.records
 
 
 class _FusedLowering:

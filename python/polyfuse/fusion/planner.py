@@ -596,6 +596,7 @@ def plan_fusion(
     halo: bool = True,
     memo: _Memo | None = None,
     outermost: bool = True,
+    max_group_operators: int | None = None,
 ) -> FusionPlan:
     """Partition the operators into groups with the least total DRAM traffic.
 
@@ -612,7 +613,9 @@ def plan_fusion(
     changed ResNet-50's partition for 1% fewer bytes and 1% more cycles. The nested call
     planning the plain alternative (`outermost` off) does neither: that changed no zoo
     model's plan and saves a second scheduling of every operator. `memo` keeps what
-    these calls share (`_Memo`)."""
+    these calls share (`_Memo`). `max_group_operators`: the most operators of more than
+    `SMALL_OPERATOR_ITERATIONS` iterations a group may have (default
+    `MAX_GROUP_OPERATORS`)."""
     from polyfuse.fusion.halo import HaloGroupPlan, plan_halo_group  # halo builds on this
 
     spm_elements = spm_bytes // 4
@@ -642,10 +645,11 @@ def plan_fusion(
         if not arriving:
             continue
         large = 0
-        limit = MAX_GROUP_OPERATORS + MAX_GROUP_SMALL_OPERATORS
+        most_large = MAX_GROUP_OPERATORS if max_group_operators is None else max_group_operators
+        limit = most_large + MAX_GROUP_SMALL_OPERATORS
         for end in range(start + 1, min(count, start + limit) + 1):
             large += _iterations(graph.operators[end - 1]) > SMALL_OPERATOR_ITERATIONS
-            if large > MAX_GROUP_OPERATORS or end - start - large > MAX_GROUP_SMALL_OPERATORS:
+            if large > most_large or end - start - large > MAX_GROUP_SMALL_OPERATORS:
                 break
             if end - 1 > start and end - 1 in graph.after_copy:
                 break  # data-movement ops use the scratchpad from byte 0: never inside a group
@@ -708,7 +712,15 @@ def plan_fusion(
         return FusionPlan(groups, spm_bytes)
     if any(isinstance(group, HaloGroupPlan) for group in groups):
         try:
-            plain = plan_fusion(graph, spm_bytes, overlap, halo=False, memo=memo, outermost=False)
+            plain = plan_fusion(
+                graph,
+                spm_bytes,
+                overlap,
+                halo=False,
+                memo=memo,
+                outermost=False,
+                max_group_operators=max_group_operators,
+            )
             groups = _faster_segments(groups, plain.groups)
         except ScratchpadCapacityError:  # some operator fits only in bands
             pass

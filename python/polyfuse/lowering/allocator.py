@@ -203,11 +203,21 @@ def allocate_function(func_op: ir.Operation, target: Target) -> Allocation:
     return allocation
 
 
+# On an accel function whose scratchpad buffers are placed already (by the fused
+# lowering, which places every group's buffers itself, or by an earlier allocation).
+PLACED_ATTRIBUTE = "accel.placed"
+
+
 def allocate_module(module_op: ir.Operation, target: Target) -> list[Allocation]:
-    """`allocate_function` on every accel function of the module."""
+    """`allocate_function` on every accel function of the module not placed yet (see
+    `PLACED_ATTRIBUTE`), which it then marks placed."""
     allocations = []
     for op_view in module_op.regions[0].blocks[0].operations:
         op = op_view.operation
-        if op.name == "func.func" and "accel.num_inputs" in op.attributes:
-            allocations.append(allocate_function(op, target))
+        if op.name != "func.func" or "accel.num_inputs" not in op.attributes:
+            continue
+        if PLACED_ATTRIBUTE in op.attributes:
+            continue
+        allocations.append(allocate_function(op, target))
+        op.attributes[PLACED_ATTRIBUTE] = ir.UnitAttr.get(op.context)
     return allocations

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from polyfuse.targets.target import ScratchpadPartition, Target, list_presets, load_target
+from polyfuse.targets.target import (
+    ScratchpadPartition,
+    Target,
+    list_presets,
+    load_target,
+    target_name,
+)
 
-__all__ = ["ScratchpadPartition", "Target", "list_presets", "load_target"]
+__all__ = ["ScratchpadPartition", "Target", "list_presets", "load_target", "target_name"]

@@ -128,6 +128,25 @@ class Target:
         return next((p for p in self.partitions if p.holds == holds), None)
 
 
+# Targets built in memory (a preset with another scratchpad size, a random target of the
+# fuzzer) under the names `target_name` gave them, for pass options in this process.
+_IN_MEMORY: dict[str, Target] = {}
+
+
+def target_name(target: Target) -> str:
+    """A name `load_target` resolves to `target` in this process: the preset's name when
+    `target` is that preset unchanged, else a name like `edge@1` for the target built in
+    memory (a pipeline naming it only runs in this process)."""
+    if target.name in list_presets() and load_target(target.name) == target:
+        return target.name
+    for name, known in _IN_MEMORY.items():
+        if known == target:
+            return name
+    name = f"{target.name}@{len(_IN_MEMORY) + 1}"
+    _IN_MEMORY[name] = target
+    return name
+
+
 def list_presets() -> list[str]:
     """The names of the targets shipped with polyfuse, sorted."""
     return sorted(path.stem for path in PRESETS_DIR.glob("*.toml"))
@@ -140,6 +159,8 @@ def load_target(name_or_path: str | Path) -> Target:
     anything else is a preset name.
     """
     text = str(name_or_path)
+    if text in _IN_MEMORY:
+        return _IN_MEMORY[text]
     is_path = (
         isinstance(name_or_path, Path) or "/" in text or "\\" in text or text.endswith(".toml")
     )

@@ -16,6 +16,7 @@ def compile_fused_checked(
     *,
     traffic_first: bool = True,
     sanitize: bool = False,
+    copy_padded_inputs: bool = True,
 ) -> CompiledModel:
     """`polyfuse.compile(model, [x], target, schedule="fused")`, run on `x`, checked:
     no fallback to layer by layer, eager numerics (rtol = atol = 1e-4), the emulator's
@@ -24,7 +25,13 @@ def compile_fused_checked(
     own choice, so hand counts hold (by default a faster partition may replace a group,
     `planner._faster_segments`)."""
     compiled = polyfuse.compile(
-        model, [x], target=target, schedule="fused", traffic_first=traffic_first, sanitize=sanitize
+        model,
+        [x],
+        target=target,
+        schedule="fused",
+        traffic_first=traffic_first,
+        sanitize=sanitize,
+        copy_padded_inputs=copy_padded_inputs,
     )
     assert compiled.fusion_fallback == ""
     output = compiled(x)

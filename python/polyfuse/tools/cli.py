@@ -1,6 +1,7 @@
 """`polyfuse`: compile a bundled model, run it on the emulated accelerator, report.
 
 polyfuse run resnet18 --target edge       compile, emulate, check against PyTorch
+polyfuse pipeline --target edge           the pass pipeline compile runs (polyfuse-opt)
 polyfuse models                           the bundled models
 polyfuse targets                          the target presets
 """
@@ -13,8 +14,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polyfuse.errors import PolyfuseError
+
+if TYPE_CHECKING:
+    from polyfuse.pipeline import CompileOptions
 
 TOLERANCE = 1e-4  # max |polyfuse - eager| / max |eager|, fp32
 
@@ -176,44 +181,69 @@ def _targets(_: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="polyfuse", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="compile a bundled model, emulate it, check it, report")
-    run.add_argument("model", help="a bundled model (see `polyfuse models`)")
-    run.add_argument("--target", default="edge", help="a preset name or a target .toml file")
-    run.add_argument("--batch", type=int, default=1)
-    run.add_argument(
+def _pipeline(args: argparse.Namespace) -> int:
+    from polyfuse.pipeline import pipeline_text
+
+    print(pipeline_text(_compile_options(args)))
+    return 0
+
+
+def _compile_options(args: argparse.Namespace) -> CompileOptions:
+    from polyfuse.pipeline import CompileOptions
+
+    return CompileOptions(
+        target=args.target,
+        schedule=args.schedule,
+        overlap=not args.no_overlap,
+        embedding=args.embedding,
+        traffic_first=args.traffic_first,
+        halo=not args.no_halo,
+    )
+
+
+def _add_compile_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `polyfuse.compile` (`CompileOptions`), shared by run and pipeline."""
+    parser.add_argument("--target", default="edge", help="a preset name or a target .toml file")
+    parser.add_argument(
         "--schedule",
         choices=["layer-by-layer", "fused"],
         default="layer-by-layer",
         help="fused: cross-operator fusion (docs/fusion.md)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--embedding",
         choices=["csp", "fixed", "heuristic"],
         default="csp",
         help="how contractions go onto the PE array: CP-SAT, the VTA reference, or one "
         "PE block per instruction (docs/embedding.md)",
     )
-    run.add_argument("--threads", type=int, default=1, help="CPU threads for emulator and eager")
-    run.add_argument("--json", help="also write the report as JSON to this file")
-    run.add_argument("--quiet", action="store_true", help="no progress lines")
-    run.add_argument(
+    parser.add_argument(
         "--no-overlap",
         action="store_true",
         help="baseline: single buffers, engines one instruction at a time",
     )
-    run.add_argument(
+    parser.add_argument(
         "--traffic-first",
         action="store_true",
         help="fused: never trade DRAM bytes for estimated cycles (docs/fusion.md)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--no-halo",
         action="store_true",
         help="fused: no row-band groups of convolution chains (faster, more bytes)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyfuse", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="compile a bundled model, emulate it, check it, report")
+    run.add_argument("model", help="a bundled model (see `polyfuse models`)")
+    run.add_argument("--batch", type=int, default=1)
+    _add_compile_options(run)
+    run.add_argument("--threads", type=int, default=1, help="CPU threads for emulator and eager")
+    run.add_argument("--json", help="also write the report as JSON to this file")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--sanitize", action="store_true", help="emulator shadow-memory checks")
     run.add_argument("--trace", help="write the engines' timelines (Chrome/Perfetto JSON) here")
     run.add_argument("--plots", help="write traffic, roofline and occupancy PNGs to this folder")
@@ -228,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fused: where the DRAM bytes go, and the N fusion groups moving the most",
     )
     run.set_defaults(handler=_run)
+    pipeline = commands.add_parser(
+        "pipeline",
+        help="print the pass pipeline compile runs after import (for polyfuse-opt)",
+    )
+    _add_compile_options(pipeline)
+    pipeline.set_defaults(handler=_pipeline)
     commands.add_parser("models", help="list the bundled models").set_defaults(handler=_models)
     commands.add_parser("targets", help="list the target presets").set_defaults(handler=_targets)
     return parser

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,12 @@ def run_pipeline(
     large_elements_limit: int | None = None,
     reproducer_dir: str | Path | None = None,
     reproducer_weights: bool = False,
+    after_pass: Callable[[PipelineElement, ir.Operation, float], None] | None = None,
 ) -> None:
     """Run a pass pipeline in place on a builtin.module.
+
+    `after_pass(element, module, seconds)` is called after every pass that succeeded
+    (the IR after it, the pass's wall time): compile keeps snapshots and timings.
 
     Raises PipelineError with the diagnostics (`file:line:col: error: ...`) and the
     `polyfuse-opt` command that reproduces the failure from the IR before the failing
@@ -121,10 +126,11 @@ def run_pipeline(
             manager.enable_ir_printing(
                 print_after_all=True, large_elements_limit=large_elements_limit
             )
+        raised: list[PolyfuseError] = []  # what a polyfuse pass raised, to raise again
         if element.polyfuse_pass is not None:
             pass_ = element.polyfuse_pass
             manager.add(
-                _as_callable(pass_),
+                _as_callable(pass_, raised),
                 name=type(pass_).__name__,
                 argument=pass_.name,
                 description=pass_.description(),
@@ -132,20 +138,34 @@ def run_pipeline(
         else:
             manager.add(element.text)
         before = operation.clone(ip=False)  # the IR a reproducer starts from
+        start = time.perf_counter()
         try:
             manager.run(operation)
         except ir.MLIRError as error:
             repro = _write_reproducer(before, element, reproducer_dir, reproducer_weights)
-            raise PipelineError(f"{format_mlir_error(error)}\n{repro}") from None
+            message = format_mlir_error(error)
+            if not raised:
+                raise PipelineError(f"{message}\n{repro}") from None
+            # The pass's own error type (ScratchpadCapacityError, ...), with its message
+            # when the diagnostics did not carry it.
+            _, text = _located(str(raised[0]), operation.location)
+            if text not in message:
+                message = f"{message}\n{raised[0]}"
+            raise type(raised[0])(f"{message}\n{repro}") from None
         except Exception as error:
             error.add_note(_write_reproducer(before, element, reproducer_dir, reproducer_weights))
             raise
         finally:
             before.erase()
+        if after_pass is not None:
+            after_pass(element, operation, time.perf_counter() - start)
 
 
-def _as_callable(pass_: ModulePass) -> Callable[[ir.Operation, Any], None]:
-    """Adapt a ModulePass to PassManager.add: PassFailure becomes an error diagnostic."""
+def _as_callable(
+    pass_: ModulePass, raised: list[PolyfuseError]
+) -> Callable[[ir.Operation, Any], None]:
+    """Adapt a ModulePass to PassManager.add: PassFailure and PolyfuseError become error
+    diagnostics; a PolyfuseError is also appended to `raised`."""
 
     def run(operation: ir.Operation, external_pass: Any) -> None:
         try:
@@ -154,6 +174,7 @@ def _as_callable(pass_: ModulePass) -> Callable[[ir.Operation, Any], None]:
             (failure.location or operation.location).emit_error(str(failure))
             external_pass.signal_pass_failure()
         except PolyfuseError as error:
+            raised.append(error)
             location, message = _located(str(error), operation.location)
             location.emit_error(message)
             external_pass.signal_pass_failure()

@@ -11,7 +11,7 @@
 // DMA, and the PE array (32x32 on edge, 16x16 on vta) is driven by a loop over K and the
 // output rows. The ReLU round-trips through a DRAM temporary: no fusion in this pass.
 
-// EDGE: module attributes {accel.target = {name = "edge", pe_cols = 32 : i64, pe_rows = 32 : i64, scratchpad_bytes = 524288 : i64}}
+// EDGE: accel.target = {name = "edge", pe_cols = 32 : i64, pe_rows = 32 : i64, scratchpad_bytes = 524288 : i64}
 // EDGE: func.func @matmul_relu(%[[A:.*]]: memref<64x128xf32>, %[[B:.*]]: memref<128x96xf32>, %[[OUT:.*]]: memref<64x96xf32>) attributes {accel.num_inputs = 2 : i64}
 // EDGE: %[[TMP:.*]] = memref.alloc() : memref<64x96xf32>
 // EDGE-DAG: %[[AT:.*]] = "accel.alloc"() {offset = {{[0-9]+}} : i64} : () -> memref<8192xf32, 1>
@@ -32,7 +32,7 @@
 // EDGE: "accel.dma_start"(%[[OUT]], %{{.*}})
 // EDGE: return
 
-// VTA: module attributes {accel.target = {name = "vta", pe_cols = 16 : i64, pe_rows = 16 : i64
+// VTA: accel.target = {name = "vta", pe_cols = 16 : i64, pe_rows = 16 : i64
 // VTA: affine.for %{{.*}} = 0 to 4 {
 // VTA-NEXT: affine.for %{{.*}} = 0 to 8 {
 // VTA-NEXT: "accel.matmul"{{.*}}shape = array<i64: 1, 96, 16, 16, 1, 1>

@@ -26,6 +26,7 @@ import polyfuse
 from polyfuse.dynamo_backend import polyfuse_backend
 from polyfuse.errors import (
     PipelineError,
+    PolyfuseError,
     ScratchpadCapacityError,
     TargetError,
     UnsupportedError,
@@ -322,7 +323,7 @@ def test_extents_of_2_to_the_40_are_planned_in_seconds(
 def test_tensors_beyond_what_dram_holds_are_refused(tmp_path: Path) -> None:
     context = ir.Context()
     module = parse_module(_matmul(TERA, 64, TERA), "huge.mlir", context)
-    with pytest.raises(PipelineError) as error:
+    with pytest.raises(PolyfuseError) as error:
         run_pipeline(module, "polyfuse-lower-to-accel", reproducer_dir=tmp_path)
     assert (
         f"huge.mlir:2:20: error: argument 0 of @forward tensor<{TERA}x64xf32> has "
@@ -333,7 +334,7 @@ def test_tensors_beyond_what_dram_holds_are_refused(tmp_path: Path) -> None:
 def test_operators_beyond_what_the_estimates_represent_are_refused(tmp_path: Path) -> None:
     context = ir.Context()
     module = parse_module(_matmul(2**20, 2**20, 2**20), "huge.mlir", context)
-    with pytest.raises(PipelineError) as error:
+    with pytest.raises(PolyfuseError) as error:
         run_pipeline(
             module,
             "func.func(linalg-generalize-named-ops),polyfuse-lower-to-accel",
@@ -348,7 +349,7 @@ def test_operators_beyond_what_the_estimates_represent_are_refused(tmp_path: Pat
 def test_tensor_without_elements_in_the_ir_is_refused(tmp_path: Path) -> None:
     context = ir.Context()
     module = parse_module(_negate("0"), "empty.mlir", context)
-    with pytest.raises(PipelineError) as error:
+    with pytest.raises(PolyfuseError) as error:
         run_pipeline(module, "polyfuse-lower-to-accel", reproducer_dir=tmp_path)
     assert "empty.mlir:3:20: error: argument 0 of @forward tensor<0xf32> has no elements" in (
         str(error.value)

@@ -7,7 +7,6 @@ import torch
 
 import polyfuse
 from polyfuse.compiler import CompiledModel
-from polyfuse.fusion import lowering as fused_lowering
 from polyfuse.fusion import planner
 from polyfuse.fusion.breakdown import TrafficSplit, traffic_split
 from polyfuse.report import format_fusion_groups
@@ -38,8 +37,17 @@ def _split(compiled: CompiledModel) -> TrafficSplit:
     return split
 
 
-def _run(model: torch.nn.Module, x: torch.Tensor, target: object) -> CompiledModel:
-    compiled = polyfuse.compile(model, [x], target=target, schedule="fused", traffic_first=True)  # type: ignore[arg-type]
+def _run(
+    model: torch.nn.Module, x: torch.Tensor, target: object, copy_padded_inputs: bool = True
+) -> CompiledModel:
+    compiled = polyfuse.compile(
+        model,
+        [x],
+        target=target,  # type: ignore[arg-type]
+        schedule="fused",
+        traffic_first=True,
+        copy_padded_inputs=copy_padded_inputs,
+    )
     output = compiled(x)
     with torch.no_grad():
         reference = model(x)
@@ -82,9 +90,8 @@ def test_a_copy_into_a_padded_buffer_crosses_into_the_group(
 ) -> None:
     # With x's padding a data-movement copy (read x, write the interior), the group
     # reads the whole padded buffer: the only tensor crossing into it.
-    monkeypatch.setattr(fused_lowering, "copy_padded_inputs", lambda func_op: 0)
     torch.manual_seed(0)
-    compiled = _run(ConvBlock(8).eval(), torch.randn(1, 8, 16, 16), "edge")
+    compiled = _run(ConvBlock(8).eval(), torch.randn(1, 8, 16, 16), "edge", False)
     x_bytes = 8 * 16 * 16 * 4
     split = _split(compiled)
     assert split.copies == 2 * x_bytes
@@ -95,9 +102,8 @@ def test_a_copy_into_a_padded_buffer_crosses_into_the_group(
 def test_bands_re_read_within_their_group(monkeypatch: pytest.MonkeyPatch) -> None:
     # 64 KiB cannot hold the 32-channel block whole: bands re-read what they share
     # (with x's padding copied before the group, the case this checks).
-    monkeypatch.setattr(fused_lowering, "copy_padded_inputs", lambda func_op: 0)
     torch.manual_seed(0)
-    compiled = _run(ConvBlock(32).eval(), torch.randn(1, 32, 16, 16), TARGET)
+    compiled = _run(ConvBlock(32).eval(), torch.randn(1, 32, 16, 16), TARGET, False)
     split = _split(compiled)
     assert split.within_groups > 0
     assert any("band" in g.schedule for g in compiled.fusion_plans[0].traffic)

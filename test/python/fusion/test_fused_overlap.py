@@ -8,13 +8,11 @@ both move the same bytes, without it a tiling may move more when estimated faste
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 import polyfuse
 from polyfuse.analysis.tile_search import Tiling
 from polyfuse.compiler import CompiledModel
-from polyfuse.fusion import lowering as fused_lowering
 from polyfuse.fusion.halo import HaloGroupPlan
 from polyfuse.fusion.planner import GroupPlan, OperatorPlan, _faster_segments
 from polyfuse.testing.targets import edge_like
@@ -146,21 +144,27 @@ class ConvPair(torch.nn.Module):
         return self.second(torch.relu(self.first(x)))
 
 
-def test_halo_bands_are_double_buffered_and_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_halo_bands_are_double_buffered_and_embedded() -> None:
     # Halo groups' band plans are tiled for speed too (in the scratchpad above the band
     # buffers and kept inputs): double-buffered tiles, contractions by their embedding.
     # (x's padding stays a copy before the group: building it on chip, input_pads.py,
     # takes the room the second buffers use here.)
-    monkeypatch.setattr(fused_lowering, "copy_padded_inputs", lambda func_op: 0)
     torch.manual_seed(0)
     model = ConvPair().eval()
     x = torch.randn(1, 32, 48, 48)
     with torch.no_grad():
         reference = model(x)
-    options = {"target": TARGET, "schedule": "fused", "traffic_first": True}
+    options = {
+        "target": TARGET,
+        "schedule": "fused",
+        "traffic_first": True,
+        "copy_padded_inputs": False,
+    }
     single = polyfuse.compile(model, [x], overlap=False, **options)  # type: ignore[arg-type]
     double = polyfuse.compile(model, [x], overlap=True, **options)  # type: ignore[arg-type]
-    trading = polyfuse.compile(model, [x], target=TARGET, schedule="fused")
+    trading = polyfuse.compile(
+        model, [x], target=TARGET, schedule="fused", copy_padded_inputs=False
+    )
     bands = [
         plan
         for group in double.fusion_plans[0].groups

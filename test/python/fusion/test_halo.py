@@ -19,7 +19,6 @@ from polyfuse.analysis.poly import build_module_model
 from polyfuse.compiler import UPSTREAM_PIPELINE, CompiledModel, run_upstream
 from polyfuse.frontend.importer import import_model
 from polyfuse.fusion import halo as halo_module
-from polyfuse.fusion import lowering as fused_lowering
 from polyfuse.fusion import planner
 from polyfuse.fusion.graph import build_graph
 from polyfuse.fusion.halo import HaloGroupPlan, band_ranges, band_structure, footprint_floor
@@ -48,19 +47,13 @@ class TwoConvs(torch.nn.Module):
         return self.second(torch.relu(self.first(x)))
 
 
-@pytest.fixture(autouse=True)
-def _input_copied_to_its_padded_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hand counts below take x's padding as a data-movement copy into a padded DRAM
-    buffer before the bands (read x, write the interior), not the operator copy the
-    fused lowering puts there to build the padded rows on chip (`input_pads.py`,
-    tested in test_input_pads.py)."""
-    monkeypatch.setattr(fused_lowering, "copy_padded_inputs", lambda func_op: 0)
-
-
 def _compile(model: torch.nn.Module, batch: int = 1) -> tuple[CompiledModel, torch.Tensor]:
     torch.manual_seed(0)
     x = torch.randn(batch, CHANNELS, SIZE, SIZE)
-    return compile_fused_checked(model, x, TARGET), x
+    # The hand counts below take x's padding as a data-movement copy into a padded DRAM
+    # buffer before the bands (read x, write the interior), not the operator copy that
+    # builds the padded rows on chip (polyfuse-copy-padded-inputs, test_input_pads.py).
+    return compile_fused_checked(model, x, TARGET, copy_padded_inputs=False), x
 
 
 def _hand_count(

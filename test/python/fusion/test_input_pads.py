@@ -8,7 +8,6 @@ import torch
 import polyfuse
 from polyfuse.compiler import UPSTREAM_PIPELINE, run_upstream
 from polyfuse.frontend.importer import import_model
-from polyfuse.fusion import lowering as fused_lowering
 from polyfuse.fusion.halo import HaloGroupPlan
 from polyfuse.fusion.input_pads import copy_padded_inputs
 from polyfuse.testing.targets import edge_like
@@ -45,13 +44,16 @@ def test_the_padded_input_is_built_on_chip_in_bands(
     # x is read once, no padded buffer is written or read, and the convolution's output
     # is written once. With the data-movement copy, x's padded buffer costs a read of x,
     # a write of its interior and a read of the whole padded buffer.
-    if not copied:
-        monkeypatch.setattr(fused_lowering, "copy_padded_inputs", lambda func_op: 0)
     torch.manual_seed(0)
     model = PaddedConv().eval()
     x = torch.randn(1, 8, 32, 32)
     compiled = polyfuse.compile(
-        model, [x], target=edge_like(32768), schedule="fused", traffic_first=True
+        model,
+        [x],
+        target=edge_like(32768),
+        schedule="fused",
+        traffic_first=True,
+        copy_padded_inputs=copied,
     )
     output = compiled(x)
     with torch.no_grad():

@@ -5,9 +5,10 @@ linear, matmul, elementwise, pooling, softmax, norms, residual adds, concats, pe
 slices) and random targets (scratchpad down to the smallest that fits); every case must
 match eager PyTorch, move exactly the planned DRAM bytes and never trap, with the
 emulator's sanitizer on (polyfuse.testing.fuzz.run_case). Derandomized, so the suite sees
-the same cases each run. The generator must make every user pattern (shared and tied
-weights, buffers read and updated, in-place updates, structured and aliased outputs, train
-mode, dropout, repeated calls, threads, wrong and non-contiguous inputs).
+the same cases each run. Each user pattern (shared and tied weights, buffers read and
+updated, in-place updates, structured and aliased outputs, train mode, dropout, repeated
+calls, threads, wrong and non-contiguous inputs) runs on a few fixed generated cases, on
+both schedules.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from torch.utils import _pytree as pytree
 
@@ -114,6 +116,50 @@ def test_generator_covers_every_user_pattern() -> None:
     expected |= {("output_structure", structure) for structure in OUTPUT_STRUCTURES}
     expected |= {("wrong_input", kind) for kind in WRONG_INPUTS}
     assert expected <= variants, expected - variants
+
+
+def _cases_with(pattern: str, count: int) -> list[tuple[NetSpec, TargetSpec, CallPlan]]:
+    """The first `count` small generated cases that use `pattern` (fixed seeds)."""
+    cases = []
+    for index in range(2000):
+        spec, target, plan = generate_case(RandomChooser(f"quick:{index}"), 3, index)
+        if pattern in case_patterns(spec, plan):
+            cases.append((spec, target, plan))
+            if len(cases) == count:
+                return cases
+    raise AssertionError(f"no generated case uses {pattern}")
+
+
+def _computes_differently_in_training(spec: NetSpec) -> bool:
+    kinds = {layer.op for layer in spec.layers}
+    dropout = any(layer.op == "dropout" and layer.params["p"] > 0 for layer in spec.layers)
+    return spec.train and ("batch_norm" in kinds or dropout)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_each_user_pattern_matches_eager(pattern: str) -> None:
+    # Two cases per pattern, one per schedule: eager's answer (outputs, inputs and buffers
+    # after every call), or for a train-mode model that computes differently in training
+    # (batch norm, dropout), the refusal that asks for model.eval().
+    cases = _cases_with(pattern, 2)
+    for (spec, target, plan), schedule in zip(cases, ("layer-by-layer", "fused"), strict=True):
+        result = run_case(spec, target, schedule=schedule, plan=plan)
+        if _computes_differently_in_training(spec):
+            assert result.outcome == "refused", result.message
+            assert "model.eval()" in result.message
+        else:
+            assert result.outcome == "ok", f"{schedule}: {result.outcome}: {result.message}"
+
+
+@pytest.mark.parametrize("kind", WRONG_INPUTS)
+def test_wrong_call_time_inputs_are_refused(kind: str) -> None:
+    spec = NetSpec(
+        input_shapes=[[2, 6], [2, 6]],
+        layers=[Layer("binary", [0, 1], {"fn": "mul"}, [2, 6])],
+        outputs=[2],
+    )
+    result = run_case(spec, TargetSpec(scratchpad_bytes=1 << 16), plan=CallPlan(wrong_input=kind))
+    assert result.outcome == "ok", result.message
 
 
 def test_fused_fallback_is_recorded() -> None:
