@@ -137,6 +137,7 @@ def import_model(
             # nn.RNNBase re-assigns its flat weight list while export traces it
             warnings.filterwarnings("ignore", "The tensor attributes .* were assigned during")
             program = torch.export.export(model, tuple(example_inputs), strict=False)
+            check_no_update_through_identity(program, original)
             program = program.run_decompositions(decomposition_table())
     except UnsupportedError:
         raise
@@ -328,3 +329,34 @@ def check_no_randomness(program: torch.export.ExportedProgram, model: torch.nn.M
                 "polyfuse cannot reproduce PyTorch's random stream. A dropout in train mode "
                 "does this: call model.eval() (or pass training=False to F.dropout)"
             )
+
+
+# Operators that eager PyTorch may answer with their input itself, which torch.export
+# treats as a new tensor: an in-place update of their result would be lost.
+IDENTITY_IN_EVAL = frozenset(
+    {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}
+)
+
+
+def check_no_update_through_identity(
+    program: torch.export.ExportedProgram, model: torch.nn.Module
+) -> None:
+    """Refuse an in-place update of an eval-mode dropout's result: in eager that result is
+    the input itself, so the update changes the input too, and the exported graph (which
+    copies) would silently not."""
+    for node in program.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op != "call_function" or schema is None or not schema.is_mutable:
+            continue
+        for argument in node.args[:1]:
+            if not isinstance(argument, torch.fx.Node) or argument.op != "call_function":
+                continue
+            producer = aten_name(argument.target)
+            if producer in IDENTITY_IN_EVAL:
+                where = source_line(node, model)
+                raise UnsupportedError(
+                    f"an in-place update (aten.{aten_name(node.target)}) of the result of "
+                    f"aten.{producer}{' (' + where + ')' if where else ''}: in eval mode that "
+                    "result is its input itself, and polyfuse cannot follow the alias; update "
+                    "a copy (.clone()) or use the out-of-place operator"
+                )

@@ -116,12 +116,6 @@ class UpdateThroughEvalDropout(torch.nn.Module):
         return x * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="temporary, until the frontend handles it: torch.export (non-strict) treats "
-    "eval-mode aten.dropout as a copy, so the in-place update of its result is dropped "
-    "silently (fuzz seed 424242, cases 113, 140, 382, 803)",
-)
 def test_in_place_update_through_an_eval_mode_dropout() -> None:
     # Eager updates the input and returns (x + 0.5) * 2; polyfuse must do the same or
     # refuse the model with a PolyfuseError (fuzz seed 424242: in_place + dropout).
