@@ -341,22 +341,25 @@ IDENTITY_IN_EVAL = frozenset(
 def check_no_update_through_identity(
     program: torch.export.ExportedProgram, model: torch.nn.Module
 ) -> None:
-    """Refuse an in-place update of an eval-mode dropout's result: in eager that result is
-    the input itself, so the update changes the input too, and the exported graph (which
-    copies) would silently not."""
+    """Refuse an in-place update of an eval-mode dropout's input or result: in eager the
+    result is the input itself, so the update changes both, while the exported graph
+    (which copies) would silently change one."""
+    aliased: set[torch.fx.Node] = set()
+    for node in program.graph.nodes:
+        if node.op == "call_function" and aten_name(node.target) in IDENTITY_IN_EVAL:
+            source = node.args[0]
+            aliased.add(node)
+            if isinstance(source, torch.fx.Node):
+                aliased.add(source)
     for node in program.graph.nodes:
         schema = getattr(node.target, "_schema", None)
         if node.op != "call_function" or schema is None or not schema.is_mutable:
             continue
-        for argument in node.args[:1]:
-            if not isinstance(argument, torch.fx.Node) or argument.op != "call_function":
-                continue
-            producer = aten_name(argument.target)
-            if producer in IDENTITY_IN_EVAL:
-                where = source_line(node, model)
-                raise UnsupportedError(
-                    f"an in-place update (aten.{aten_name(node.target)}) of the result of "
-                    f"aten.{producer}{' (' + where + ')' if where else ''}: in eval mode that "
-                    "result is its input itself, and polyfuse cannot follow the alias; update "
-                    "a copy (.clone()) or use the out-of-place operator"
-                )
+        if node.args and node.args[0] in aliased:
+            where = source_line(node, model)
+            raise UnsupportedError(
+                f"an in-place update (aten.{aten_name(node.target)}) of a dropout's input or "
+                f"result{' (' + where + ')' if where else ''}: in eval mode a dropout returns "
+                "its input itself, and polyfuse cannot follow that alias; update a copy "
+                "(.clone()) or use the out-of-place operator"
+            )

@@ -130,3 +130,28 @@ def test_in_place_update_through_an_eval_mode_dropout() -> None:
     actual = compiled(compiled_input)
     torch.testing.assert_close(actual, expected)
     torch.testing.assert_close(compiled_input, eager_input)
+
+
+class UpdateInputOfEvalDropout(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropout = torch.nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dropout(x)  # in eval mode y is x itself
+        x.mul_(3.0)  # so this updates y too
+        return y + 1.0
+
+
+def test_in_place_update_of_an_eval_mode_dropouts_input() -> None:
+    # Fuzz seed 31337, case 822: eager returns 3x + 1; polyfuse must do the same or refuse.
+    model = UpdateInputOfEvalDropout().eval()
+    eager_input, compiled_input = torch.ones(2, 3), torch.ones(2, 3)
+    with torch.no_grad():
+        expected = model(eager_input)
+    try:
+        compiled = polyfuse.compile(model, [torch.ones(2, 3)])
+    except PolyfuseError:
+        return
+    torch.testing.assert_close(compiled(compiled_input), expected)
+    torch.testing.assert_close(compiled_input, eager_input)
