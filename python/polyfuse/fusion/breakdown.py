@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from polyfuse.fusion.graph import OperatorGraph, StorageKey
-from polyfuse.lowering.layer_by_layer import _operator_name
+from polyfuse.lowering.layer_by_layer import operator_name
 
 if TYPE_CHECKING:
     from polyfuse.fusion.planner import FusionPlan, GroupPlan
@@ -92,7 +92,7 @@ def _description(graph: OperatorGraph, group: GroupPlan) -> str:
     for index in group.operators:
         operator = graph.operators[index]
         kind = "pe-array" if operator.contraction else "vector"
-        names[_operator_name(operator.generic, kind)] += 1
+        names[operator_name(operator.generic, kind)] += 1
     return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in names.items())
 
 

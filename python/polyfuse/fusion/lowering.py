@@ -537,7 +537,7 @@ class _FusedLowering:
         kind = "pe-array" if contraction is not None else "vector"
         state.records.append(
             lbl.OperatorRecord(
-                name=f"fused-{lbl._operator_name(generic, kind)}",
+                name=f"fused-{lbl.operator_name(generic, kind)}",
                 location=where,
                 kind=kind,
                 tile=tile,

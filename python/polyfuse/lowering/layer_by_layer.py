@@ -433,7 +433,7 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
     if choice is not None and choice.embedding is not None and tiling is not None:
         tiling, stages = _blocked_tiling(choice, problem, work, (tiling, stages), state)
     if tiling is None:
-        _raise_capacity(state, problem, f"{loc_text}: {_operator_name(generic, kind)} operator")
+        _raise_capacity(state, problem, f"{loc_text}: {operator_name(generic, kind)} operator")
     assert tiling is not None
 
     # Output locations.
@@ -535,7 +535,7 @@ def _lower_generic(state: _State, op: ir.Operation, force: bool = False) -> None
         accel.dealloc(temp)
     state.records.append(
         OperatorRecord(
-            name=_operator_name(generic, kind),
+            name=operator_name(generic, kind),
             location=loc_text,
             kind=kind,
             tile=tiling.tile,
@@ -604,7 +604,7 @@ def _dense_strides(tile: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(strides)
 
 
-def _operator_name(generic: GenericOperator, kind: str) -> str:
+def operator_name(generic: GenericOperator, kind: str) -> str:
     if kind == "pe-array":
         return "conv" if generic.num_loops >= 6 else "matmul"
     if any(generic.is_reduction):
